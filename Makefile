@@ -1,0 +1,83 @@
+# msa - hardened mail submission agent
+#
+#   make         build ./msa
+#   make run     install what is missing, build, start a development msa
+#   make check   install what is missing, build, run the whole TAP suite
+#   make install PREFIX=/usr/local DESTDIR=
+
+CC	?= cc
+PREFIX	?= /usr/local
+SBINDIR	?= $(PREFIX)/sbin
+MANDIR	?= $(PREFIX)/share/man
+SYSCONFDIR ?= /etc
+
+BUILD	= build
+
+SRCS	= msa.c proc.c listener.c smtp.c tls.c auth.c policy.c addr.c \
+	  queue.c relay.c dns.c config.c sandbox.c control.c ipc.c log.c util.c
+LIBSRCS	= $(filter-out msa.c,$(SRCS))
+OBJS	= $(SRCS:%.c=$(BUILD)/%.o)
+LIBOBJS	= $(LIBSRCS:%.c=$(BUILD)/%.o)
+
+WARN	= -Wall -Wextra -Werror -Wshadow -Wpointer-arith -Wstrict-prototypes \
+	  -Wmissing-prototypes -Wformat=2 -Wno-unused-parameter
+HARDEN	= -fstack-protector-strong -fstack-clash-protection -fcf-protection \
+	  -D_FORTIFY_SOURCE=2 -fPIE
+OPT	?= -O2 -g
+CFLAGS	?=
+CFLAGS	+= -std=c17 -D_GNU_SOURCE $(OPT) $(WARN) $(HARDEN) $(EXTRA_CFLAGS)
+LDFLAGS	+= -pie -Wl,-z,relro,-z,now -Wl,-z,noexecstack $(EXTRA_LDFLAGS)
+LIBS	= -lssl -lcrypto -lcrypt -lyaml -lseccomp -lcares
+
+UNIT_SRCS = $(wildcard test/unit_*.c)
+UNIT_BINS = $(UNIT_SRCS:test/%.c=$(BUILD)/test/%)
+
+# Debian packages needed to build, to run the tests, and to run make run.
+BUILD_PKGS = gcc make pkg-config libssl-dev libcrypt-dev libyaml-dev \
+	     libseccomp-dev libc-ares-dev openssl
+TEST_PKGS  = perl python3 python3-aiosmtpd python3-dnslib apache2-utils \
+	     procps iproute2 binutils
+
+.PHONY: all deps run check unit install clean format
+
+all: $(BUILD)/.deps msa
+
+msa: $(OBJS)
+	$(CC) $(LDFLAGS) -o $@ $(OBJS) $(LIBS)
+
+$(BUILD)/%.o: %.c msa.h | $(BUILD)
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+$(BUILD):
+	mkdir -p $(BUILD)/test
+
+$(BUILD)/test/%: test/%.c test/tap.h $(LIBOBJS) | $(BUILD)
+	$(CC) $(CFLAGS) -I. $(LDFLAGS) -o $@ $< $(LIBOBJS) $(LIBS)
+
+# Install what is missing (root only), once per package set.
+$(BUILD)/.deps: | $(BUILD)
+	@sh test/deps.sh $(BUILD_PKGS) -- $(TEST_PKGS)
+	@touch $@
+
+deps:
+	@sh test/deps.sh $(BUILD_PKGS) -- $(TEST_PKGS)
+
+unit: $(UNIT_BINS)
+
+run: $(BUILD)/.deps msa
+	@sh test/devsetup.sh $(BUILD)/dev
+	./msa -c $(BUILD)/dev/msa.yaml
+
+check: $(BUILD)/.deps msa $(UNIT_BINS)
+	prove -f $(UNIT_BINS) test/*.t
+
+install: msa
+	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(SYSCONFDIR)/msa
+	install -m 0755 msa $(DESTDIR)$(SBINDIR)/msa
+	install -m 0644 msa.yaml.example $(DESTDIR)$(SYSCONFDIR)/msa/msa.yaml.example
+
+format:
+	clang-format -i *.c *.h test/*.c bench/*.c
+
+clean:
+	rm -rf $(BUILD)/*.o $(BUILD)/test msa

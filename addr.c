@@ -1,0 +1,2 @@
+/* addr.c - placeholder until its owner writes it. */
+#include "msa.h"

@@ -1,0 +1,2 @@
+/* auth.c - placeholder until its owner writes it. */
+#include "msa.h"

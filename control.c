@@ -1,0 +1,2 @@
+/* control.c - placeholder until its owner writes it. */
+#include "msa.h"

@@ -1,0 +1,2 @@
+/* listener.c - placeholder until its owner writes it. */
+#include "msa.h"

@@ -1,0 +1,2 @@
+/* smtp.c - placeholder until its owner writes it. */
+#include "msa.h"
