@@ -14,7 +14,8 @@ SYSCONFDIR ?= /etc
 BUILD	= build
 
 SRCS	= msa.c proc.c listener.c smtp.c tls.c auth.c policy.c addr.c \
-	  queue.c relay.c dns.c config.c sandbox.c control.c ipc.c log.c util.c
+	  queue.c bounce.c relay.c dns.c config.c sandbox.c control.c ipc.c \
+	  log.c util.c
 LIBSRCS	= $(filter-out msa.c,$(SRCS))
 OBJS	= $(SRCS:%.c=$(BUILD)/%.o)
 LIBOBJS	= $(LIBSRCS:%.c=$(BUILD)/%.o)

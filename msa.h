@@ -128,10 +128,11 @@ struct config {
 };
 
 /*
- * Load and validate FILE into *cfg.  Every problem is reported through
- * report(line, col, message) as "FILE:LINE:COL: message"; returns the
- * number of problems (0 = valid).  With check_files, the files the
- * configuration names are also opened and checked (msa -n).
+ * Load and validate FILE into *cfg.  Every problem is reported as
+ * "FILE:LINE:COL: message" through the reporter (config_set_reporter,
+ * stderr by default); returns the number of problems (0 = valid).  With
+ * check_files, the files the configuration names are also opened and
+ * checked (msa -n).
  */
 int config_load(struct config *cfg, const char *file, bool check_files);
 void config_free(struct config *cfg);
@@ -299,6 +300,10 @@ enum ipc_type {
 	IMSG_CTL_TEXT, /* reply: text chunk (not NUL-terminated) */
 	IMSG_CTL_END, /* reply: struct ipc_ctl_end */
 
+	/* parent -> listener: a restarted auth or queue process's channel */
+	IMSG_PEER_AUTH, /* empty + fd */
+	IMSG_PEER_QUEUE, /* empty + fd */
+
 	IMSG_MAX
 };
 
@@ -459,7 +464,7 @@ void session_main(struct config *cfg, int listener_fd,
 
 /* msa passwd [NAME]: returns the exit status. */
 int passwd_main(const char *name);
-/* Parse a password file from fd: number of problems, each reported. */
+/* Check a password file: number of problems, the first in err. */
 int auth_check_users_file(const char *path, char *err, size_t errlen);
 
 /* ------------------------------------------------------------------ */
@@ -511,7 +516,622 @@ int policy_apply(const struct policy_ctx *pc, const char *hdr, size_t hdrlen,
  */
 int addr_parse_path(const char *arg, char *out, size_t outlen,
     const char **rest);
+
+/*
+ * One mailbox of an RFC 5322 address list.  addr is the address with
+ * comments and folding removed ("local@domain", or a bare local part that
+ * the caller may qualify); a quoted local part whose content is a plain
+ * dot-atom is unquoted ("\"bob\"@x" -> "bob@x").  The offsets locate the
+ * addr-spec in the parsed field body, so a caller can rewrite just those
+ * bytes: [start, end) is the whole addr-spec, local_end is just after its
+ * local part (where "@domain" goes when bare).
+ */
+struct addr_mailbox {
+	char addr[MAX_ADDR];
+	size_t start, end, local_end;
+	bool bare; /* no "@domain" */
+	bool angle; /* written as <addr-spec> */
+	bool grouped; /* member of a "name: ...;" group */
+};
+
+struct addr_list {
+	struct addr_mailbox *mb; /* heap, n entries */
+	size_t n, cap;
+	size_t ngroups; /* groups seen, empty ones included */
+};
+
+/*
+ * Parse the body of an address field (From, To, Cc, ...: everything after
+ * the colon, folding CRLFs included, without the final CRLF) into list,
+ * which the caller initialises with addr_list_init and frees with
+ * addr_list_free.  Tolerates the obsolete forms clients still send (dots
+ * in display names, empty members, routes, CFWS around dots).  Returns 0,
+ * or -1 with a short reason in err ("unterminated quoted string").
+ */
+int addr_parse_list(const char *body, size_t len, struct addr_list *list,
+    char *err, size_t errlen);
+void addr_list_init(struct addr_list *list);
+void addr_list_free(struct addr_list *list);
 /* END addr.c declarations */
+
+/* BEGIN queue.c declarations (owned by queue.c) */
+/*
+ * Recipient states, as written in the envelope file:
+ *   pending    not yet delivered, retried at next
+ *   delivered  a 2xx reply was received
+ *   failed     5xx or permanent local failure; a bounce is still owed
+ *   expired    retry.give_up passed; a bounce is still owed
+ *   bounced    failed or expired and its bounce is queued (or dropped,
+ *              for a null sender): nothing more to do
+ * A message is removed once no recipient is pending, failed or expired.
+ */
+enum queue_rcpt_state {
+	QRCPT_PENDING,
+	QRCPT_DELIVERED,
+	QRCPT_FAILED,
+	QRCPT_EXPIRED,
+	QRCPT_BOUNCED,
+};
+
+struct queue_rcpt {
+	char addr[MAX_ADDR];
+	enum queue_rcpt_state state;
+	unsigned attempts;
+	time_t next; /* wall clock of the next attempt; 0 = due now */
+	time_t last; /* wall clock of the last attempt; 0 = none */
+	char reply[MAX_REPLY]; /* last reply or local reason */
+	/* Run-time only, never written to the envelope file. */
+	uint32_t job; /* relay job it is in flight in, 0 = none */
+	bool result; /* the relay answered for it in that job */
+};
+
+/*
+ * One message's envelope.  On disk (queue/ID.env) it is a line-based text
+ * file, each value percent-encoded (bytes outside 0x21..0x7e and '%'
+ * become %XX; the empty string is "-", the string "-" is %2D):
+ *
+ *   msa-envelope 1
+ *   id 0123456789abcdef
+ *   created 1732900000
+ *   sender alice@example.org
+ *   login alice
+ *   client 192.0.2.1
+ *   helo laptop.example.org
+ *   size 1532
+ *   body_8bit 0
+ *   rcpt STATE ATTEMPTS NEXT LAST ADDRESS REPLY     (one per recipient)
+ *   end
+ */
+struct queue_env {
+	char id[QUEUE_ID_LEN + 1];
+	time_t created; /* wall clock */
+	char sender[MAX_ADDR]; /* "" = null sender */
+	char login[MAX_LOGIN];
+	char client[CLIENT_ADDR_LEN];
+	char helo[MAX_DOMAIN];
+	uint64_t size;
+	bool body_8bit;
+	size_t nrcpt;
+	struct queue_rcpt *rcpt; /* heap, nrcpt entries */
+	size_t rcpt_cap;
+};
+
+#define QUEUE_ENV_VERSION 1
+#define QUEUE_ENV_MAX (4 * 1024 * 1024) /* largest envelope file read */
+#define QUEUE_JOB_MAX_RCPT 100 /* recipients per relay job (RFC 5321 4.5.3.1.8) */
+
+void queue_env_init(struct queue_env *env);
+void queue_env_free(struct queue_env *env);
+void queue_env_add_rcpt(struct queue_env *env, const char *addr);
+const char *queue_rcpt_state_name(enum queue_rcpt_state state);
+/* A queue id: exactly QUEUE_ID_LEN lower-case hex digits. */
+bool queue_id_valid(const char *s);
+/* Serialise env (appended to out). */
+void queue_env_format(const struct queue_env *env, struct buf *out);
+/* Strict parser: 0, or -1 with the reason in err; env is then empty. */
+int queue_env_parse(const char *text, size_t len, struct queue_env *env,
+    char *err, size_t errlen);
+
+/*
+ * Spool file operations.  They work on descriptors of the spool's queue/
+ * and tmp/ directories, so the queue process (chrooted: "/queue", "/tmp")
+ * and the unit tests (a mkdtemp spool) call the same code.  Functions
+ * returning int give 0 or an errno value.
+ */
+/* Create tmp/ID for a new message (fresh random id, O_EXCL, 0600). */
+int queue_tmp_create(int tmp_fd, int queue_fd, char id[QUEUE_ID_LEN + 1],
+    int *fdp);
+/*
+ * Commit tmp/ID as message env->id: check its size is env->size, fsync it,
+ * write tmp/ID.env and fsync it, rename to queue/ID.data then queue/ID.env
+ * (the commit point), fsync both directories.  On failure nothing of the
+ * message is left, tmp/ID included.
+ */
+int queue_commit_files(int tmp_fd, int queue_fd, const struct queue_env *env);
+/* Replace queue/ID.env crash-safely (tmp/ID.env, fsync, rename, fsync). */
+int queue_env_store(int tmp_fd, int queue_fd, const struct queue_env *env);
+/* Read and parse queue/ID.env; -1 with the reason in err. */
+int queue_env_load(int queue_fd, const char *id, struct queue_env *env,
+    char *err, size_t errlen);
+/* Remove queue/ID.data then queue/ID.env, fsync queue/. */
+int queue_remove_files(int queue_fd, const char *id);
+/*
+ * Start-up recovery: empty tmp/, remove queue/ID.data without ID.env (or
+ * ID.bad), ID.env without ID.data and stray temporary files, move corrupt
+ * envelopes aside to ID.bad, and call cb for every loaded envelope (cb
+ * takes ownership of *env).  Returns the number of messages loaded.
+ */
+size_t queue_spool_recover(int tmp_fd, int queue_fd,
+    void (*cb)(struct queue_env *env, void *arg), void *arg);
+
+/*
+ * Retry delay after the attempts-th failed attempt (1 = the first):
+ * first * 2^(attempts-1), capped at max, then moved by jitter_permille
+ * (-100..100 = +-10%).  Never below one second.
+ */
+time_t queue_backoff(time_t first, time_t max, unsigned attempts,
+    int jitter_permille);
+/*
+ * When to retry a recipient of a message queued at created after its
+ * attempts-th temporary failure at now: now + queue_backoff(), but never
+ * after created + retry.give_up; 0 once give_up is reached (it expires).
+ */
+time_t queue_retry_time(const struct config *cfg, time_t created,
+    unsigned attempts, time_t now, int jitter_permille);
+/*
+ * Pick the next relay job of env: the first pending recipient that is due
+ * (next <= now) and not in flight, and with by_domain every other such
+ * recipient of the same domain (case-insensitive), without by_domain
+ * (smarthost) every such recipient; at most maxn.  Their indexes go to idx
+ * (room for maxn), the domain ("" without by_domain) to domain.  Returns
+ * how many (0: nothing due).
+ */
+size_t queue_next_group(const struct queue_env *env, bool by_domain,
+    time_t now, size_t maxn, size_t *idx, char *domain, size_t domainlen);
+/* Domain part of an address (after the last '@'), "" if none. */
+const char *queue_addr_domain(const char *addr);
+
+/*
+ * Relay protocol convention: IMSG_RELAY_JOB carries a job number in
+ * hdr.peerid; the relay copies it into the hdr.peerid of every
+ * IMSG_RELAY_RESULT and the IMSG_RELAY_DONE of that job, so two jobs of
+ * one message (two domains) in flight at once are told apart.
+ */
+/* END queue.c declarations */
+
+/* BEGIN bounce.c declarations (owned by queue.c's author) */
+struct bounce_rcpt {
+	const char *addr;
+	const char *status; /* DSN status, "5.1.1" */
+	const char *reply; /* for Diagnostic-Code */
+	time_t last_attempt; /* 0: unknown, Last-Attempt-Date left out */
+	bool expired; /* retry.give_up reached rather than a 5xx */
+	unsigned attempts;
+};
+
+struct bounce_ctx {
+	const char *hostname; /* Reporting-MTA, From, Message-ID */
+	const char *orig_id; /* queue id of the failed message */
+	const char *orig_sender; /* the bounce's recipient */
+	time_t arrival; /* when the failed message was queued */
+	time_t now;
+	const char *token; /* unique: Message-ID and MIME boundary */
+	const char *headers; /* original header section (CRLF lines) */
+	size_t headerslen;
+};
+
+/*
+ * DSN status of a failed recipient: the reply's enhanced status code if it
+ * is a 5.x.y, else 5.0.0; 4.4.7 if it expired (retry.give_up).
+ */
+void bounce_status(const char *reply, bool expired, char *out, size_t outlen);
+/* The RFC 3464 report as a message with CRLF lines, appended to out. */
+void bounce_build(const struct bounce_ctx *bc, const struct bounce_rcpt *r,
+    size_t n, struct buf *out);
+/* Header section of the message on fd (up to the empty line, at most max
+ * bytes, whole lines only), appended to out.  0 or an errno value. */
+int bounce_read_headers(int fd, size_t max, struct buf *out);
+/*
+ * Queue the bounce of orig for its recipients in state failed or expired:
+ * reads queue/ID.data's headers, writes and commits a new message from <>
+ * to orig->sender; *bounce (initialised by the caller) receives its
+ * envelope.  0 or an errno value.  The caller marks the recipients
+ * bounced.
+ */
+int bounce_queue(int tmp_fd, int queue_fd, const char *hostname,
+    const struct queue_env *orig, time_t now, struct queue_env *bounce);
+/* END bounce.c declarations */
+
+/* BEGIN control.c declarations (owned by control.c) */
+/*
+ * msa [-c FILE] queue list | show ID | flush [ID] | delete ID.
+ * argv holds the words after "queue" (a leading "queue" is skipped too).
+ * Returns the exit status: 0 ok, 1 usage or unknown id, 2 the daemon
+ * cannot be reached.
+ */
+/* END control.c declarations */
+
+/* BEGIN smtp.c declarations (owned by smtp.c) */
+/*
+ * The parsers of the session, exported for unit tests.  Each returns 0 or
+ * the SMTP reply code, with the rest of the reply ("5.1.7 ...") in reply.
+ */
+/* Canonical verb of a command line ("MAIL"), NULL if unknown; *arg is
+ * what follows the verb and its spaces ("" if nothing). */
+const char *smtp_command_lookup(const char *line, const char **arg);
+/* An EHLO/HELO argument we are willing to put into a Received header. */
+bool smtp_valid_helo(const char *name);
+
+struct smtp_mail_args {
+	char addr[MAX_ADDR]; /* qualified; "" for the null sender */
+	uint64_t size; /* SIZE=, 0 if not given */
+	bool body_8bit; /* BODY=8BITMIME */
+};
+/* Argument of MAIL ("FROM:<a@b> SIZE=10 BODY=8BITMIME"). */
+int smtp_parse_mail(const char *arg, const char *domain, uint64_t maxsize,
+    struct smtp_mail_args *m, char *reply, size_t replylen);
+/* Argument of RCPT ("TO:<a@b>"); a bare local part gets @domain. */
+int smtp_parse_rcpt(const char *arg, const char *domain, char *out,
+    size_t outlen, char *reply, size_t replylen);
+
+/* Strict base64 (RFC 4648, padded): decoded length or -1. */
+ssize_t smtp_b64_decode(const char *in, unsigned char *out, size_t outlen);
+/* An AUTH response: "=" is the empty one (RFC 4954 4), else base64. */
+ssize_t smtp_auth_decode(const char *in, unsigned char *out, size_t outlen);
+/* AUTH PLAIN response -> user, password: 0, 501 (bad base64 or layout)
+ * or 535 (authzid not the user, fields too long). */
+int smtp_auth_plain_parse(const char *b64, char *user, size_t userlen,
+    char *pass, size_t passlen);
+/* One AUTH LOGIN response: 0, 501 (bad base64, NUL) or 535 (too long). */
+int smtp_auth_login_parse(const char *b64, char *out, size_t outlen);
+
+/*
+ * The DATA reader: a byte-level state machine fed with whatever the client
+ * sent.  It ends only at CR LF . CR LF (the DATA command's own CR LF counts
+ * as the first), removes the dot-stuffing at the start of lines, buffers
+ * the header section (up to the first empty line, which it does not pass
+ * on) for header_cb, and streams the body to body_cb through out[].  Any
+ * problem sets a flag; once a flag is set nothing more is passed on, but
+ * reading goes on to the real end.  A callback returning -1 sets
+ * SMTP_DATA_SINK.
+ */
+#define SMTP_DATA_BARE_EOL 0x01 /* bare CR or bare LF somewhere */
+#define SMTP_DATA_TOO_BIG 0x02 /* over maxsize after unstuffing */
+#define SMTP_DATA_LONG_LINE 0x04 /* a line over 998 octets */
+#define SMTP_DATA_HDR_TOO_BIG 0x08 /* header section over HEADER_SECTION_MAX */
+#define SMTP_DATA_HDR_NUL 0x10 /* NUL in the header section */
+#define SMTP_DATA_SINK 0x20 /* a callback refused: its owner knows why */
+#define SMTP_DATA_OUTBUF 8192
+
+typedef int (*smtp_data_cb)(void *arg, const char *p, size_t len);
+
+struct smtp_data {
+	int state; /* private to smtp.c */
+	bool done; /* the end of data was consumed */
+	bool in_header;
+	unsigned flags; /* SMTP_DATA_* */
+	size_t linelen; /* octets of the current line, unstuffed */
+	uint64_t size; /* content octets after unstuffing */
+	uint64_t maxsize;
+	struct buf hdr; /* the header section being collected */
+	smtp_data_cb header_cb; /* once, with the whole header section */
+	smtp_data_cb body_cb; /* the body, in pieces */
+	void *arg;
+	size_t outlen;
+	char out[SMTP_DATA_OUTBUF];
+};
+void smtp_data_init(struct smtp_data *d, uint64_t maxsize,
+    smtp_data_cb header_cb, smtp_data_cb body_cb, void *arg);
+/* Consume up to len octets; returns how many (less than len only once
+ * d->done: the rest belongs to the next command). */
+size_t smtp_data_feed(struct smtp_data *d, const char *in, size_t len);
+/* The reply owed for d's flags: 0 (none, or only SINK) or the code, with
+ * the text into reply. */
+int smtp_data_verdict(const struct smtp_data *d, char *reply,
+    size_t replylen);
+void smtp_data_free(struct smtp_data *d);
+/* END smtp.c declarations */
+
+/* BEGIN auth.c declarations (owned by auth.c) */
+/*
+ * The auth process opens and reads auth.users itself, before its chroot;
+ * the parent sends IMSG_RELOAD_USERS (with a fresh descriptor) on SIGHUP.
+ *
+ * Password file: one "name:hash" per line; a line whose first non-blank
+ * character is '#' is a comment, blank lines are allowed, a CR before the
+ * LF is ignored.  name: 1 to MAX_LOGIN-1 bytes, no ':', whitespace or
+ * control characters.  hash: "$2a$", "$2b$" or "$2y$", a two-digit cost
+ * 04..31, '$', then 53 characters of bcrypt's alphabet [./A-Za-z0-9] with
+ * canonical padding bits (60 characters in all).  A name may appear once.
+ * At most AUTH_MAX_USERS users in at most AUTH_MAX_FILE bytes.
+ *
+ * Problems are reported as "LINE:COL: message" (both 1-based, COL counts
+ * bytes); the caller prefixes "FILE:".  A problem with the file as a whole
+ * (cannot open or read it, larger than AUTH_MAX_FILE) is "0:0: message".
+ * auth_check_users_file() (declared above) opens path, returns the number
+ * of problems (0 = valid) and leaves the first one in err in that format.
+ */
+#include <stdio.h>
+
+#define AUTH_MAX_USERS 10000
+#define AUTH_MAX_FILE (1024 * 1024)
+#define AUTH_MAX_PROBLEMS 100 /* parsing stops after so many */
+#define AUTH_HASH_LEN 60 /* "$2b$12$" + 22 salt + 31 hash characters */
+#define AUTH_DEFAULT_COST 12 /* msa passwd, and the dummy hash */
+#define AUTH_FAIL_WINDOW (15 * 60) /* auth.max_failures per this */
+#define AUTH_RATE_WINDOW (60 * 60) /* limits.messages_per_hour */
+#define AUTH_MAX_CLIENTS 4096 /* client addresses the throttle tracks */
+
+struct auth_users; /* a parsed password file */
+
+/* Receives each problem; line and col are 0 for the file as a whole. */
+typedef void auth_report_fn(void *arg, unsigned line, unsigned col,
+    const char *msg);
+
+/*
+ * Parse a password file image.  Returns the number of problems, each
+ * passed to report (may be NULL).  With no problem and out non-NULL, *out
+ * is the new table (free it with auth_users_free); otherwise *out is left
+ * alone.  auth_users_read_fd reads fd to its end first (msa -n can use
+ * it to print every problem; the reload path uses it).
+ */
+int auth_users_parse(const char *data, size_t len, struct auth_users **out,
+    auth_report_fn *report, void *arg);
+int auth_users_read_fd(int fd, struct auth_users **out,
+    auth_report_fn *report, void *arg);
+void auth_users_free(struct auth_users *u);
+size_t auth_users_count(const struct auth_users *u);
+/* The stored hash of name, NULL if there is no such user. */
+const char *auth_users_hash(const struct auth_users *u, const char *name);
+/* The cost most users have (ties: the higher); unknown users cost that. */
+int auth_users_dummy_cost(const struct auth_users *u);
+
+/* bcrypt ($2b$) hash of password with the given cost: 0 ok, -1 error. */
+int auth_hash_password(const char *password, unsigned cost, char *out,
+    size_t outlen);
+/*
+ * Check user/password against u (NULL: no users).  An unknown user is
+ * checked against dummy (a full bcrypt hash, its cost replaced by
+ * auth_users_dummy_cost) so that it takes the time of a wrong password.
+ * Returns AUTH_OK, AUTH_FAIL or AUTH_TEMPFAIL (libxcrypt failed).
+ * Stateless and thread-safe, so a pool of verifiers can run it.
+ */
+enum auth_status auth_verify(const struct auth_users *u, const char *dummy,
+    const char *user, const char *password);
+/* The login's own address first, then each senders: pattern for it. */
+void auth_login_rights(const struct sender_rule *rules, size_t nrules,
+    const char *domain, const char *login, struct login_rights *out);
+
+/*
+ * Sliding-window event counters per key (client address, login), with
+ * a resolution of 1/60 of the window and at most max_keys keys; a new key
+ * in a full table replaces the one with the oldest event (an expired one
+ * when there is any).  now is monotime() or a test's clock.
+ */
+struct auth_window;
+struct auth_window *auth_window_new(time_t span, size_t max_keys);
+void auth_window_free(struct auth_window *w);
+size_t auth_window_keys(const struct auth_window *w);
+unsigned auth_window_count(const struct auth_window *w, const char *key,
+    time_t now);
+void auth_window_add(struct auth_window *w, const char *key, time_t now);
+/* max_failures failures within AUTH_FAIL_WINDOW block a client (0: never). */
+bool auth_throttled(const struct auth_window *fails, unsigned max_failures,
+    const char *client, time_t now);
+/* One more message for login?  true reserves it (per_hour 0: no limit). */
+bool auth_rate_take(struct auth_window *sent, unsigned per_hour,
+    const char *login, time_t now);
+
+/*
+ * msa passwd, from a stream: the first line (CR/LF stripped) is the
+ * password, a second line if present must match.  0 ok, -1 with a message
+ * in err.  auth_passwd_run reads in (NULL: ask twice on /dev/tty without
+ * echo), hashes with cost and prints "NAME:HASH" (or just HASH) to out;
+ * returns the exit status (1 bad input, 2 hashing or output failed).
+ */
+int auth_read_password(FILE *in, char *pw, size_t pwsize, char *err,
+    size_t errlen);
+int auth_passwd_run(const char *name, FILE *in, FILE *out, unsigned cost);
+/* END auth.c declarations */
+
+/* BEGIN tls.c declarations (owned by tls.c) */
+/*
+ * The established connection, for logs and the Received header: protocol
+ * ("TLSv1.3"), cipher ("TLS_AES_256_GCM_SHA384"), its strength in bits and
+ * whether a session ticket resumed it.  The strings are OpenSSL's static
+ * ones ("none" without a connection), valid for the life of the process.
+ */
+const char *tls_conn_version(const struct ssl_st *ssl);
+const char *tls_conn_cipher(const struct ssl_st *ssl);
+int tls_conn_bits(const struct ssl_st *ssl);
+bool tls_conn_resumed(const struct ssl_st *ssl);
+/* "tls=TLSv1.3 cipher=... bits=256 resumed=no" into buf, for log lines. */
+const char *tls_conn_describe(const struct ssl_st *ssl, char *buf,
+    size_t len);
+/*
+ * Empty OpenSSL's error queue of this process and put its last entry into
+ * buf as "library: reason" ("SSL routines: wrong version number"), for a
+ * log line or a reply.  Returns buf.
+ */
+const char *tls_error(char *buf, size_t len);
+/* END tls.c declarations */
+
+/* BEGIN sandbox.c declarations (owned by sandbox.c) */
+/*
+ * Number of distinct syscalls the role's filter allows (0 for the parent,
+ * which has none), for tests and the hardening figures.
+ */
+int sandbox_syscall_count(enum proc_role role);
+/* "session", "relay" ...; "unknown" out of range. */
+const char *sandbox_role_name(enum proc_role role);
+/* END sandbox.c declarations */
+
+/* BEGIN config.c declarations (owned by config.c) */
+/*
+ * Where config_load sends each problem, one "FILE:LINE:COL: message"
+ * line without a newline (unit tests capture them).  NULL restores the
+ * default, which writes the line and "\n" to stderr in one write.
+ */
+void config_set_reporter(void (*fn)(const char *line));
+/* END config.c declarations */
+
+/* BEGIN dns.c declarations (owned by dns.c) */
+#define DNS_MAX_MX 16
+#define DNS_MAX_ADDRS 16
+
+enum dns_status {
+	DNS_OK, /* records found */
+	DNS_NODATA, /* the name exists, no record of that type */
+	DNS_TEMPFAIL, /* SERVFAIL, REFUSED, timeout...: try again later */
+	DNS_PERMFAIL, /* NXDOMAIN, bad name, null MX: it never works */
+};
+
+struct dns_mx {
+	uint16_t pref;
+	char host[MAX_DOMAIN]; /* no trailing dot */
+};
+
+struct dns_mx_list {
+	size_t n;
+	bool implicit; /* no MX records: the domain itself, preference 0 */
+	struct dns_mx mx[DNS_MAX_MX]; /* in the order to try them */
+};
+
+struct dns_addr_list {
+	size_t n;
+	struct sockaddr_storage ss[DNS_MAX_ADDRS]; /* port filled in */
+	socklen_t sslen[DNS_MAX_ADDRS];
+};
+
+/*
+ * Before confinement: initialise c-ares and remember the nameservers
+ * (cfg->nameservers, else /etc/resolv.conf read now).  0, or -1 + err.
+ */
+int dns_init(const struct config *cfg, char *err, size_t errlen);
+/* Total time one lookup may take, in ms (default 10 s; for tests). */
+void dns_set_timeout(int ms);
+/* Drop this process's resolver channel (a new one is made on next use). */
+void dns_reset(void);
+/*
+ * MX hosts of domain in the order to try them: lowest preference first,
+ * random among equals; no MX -> the domain itself (implicit); null MX or
+ * NXDOMAIN -> DNS_PERMFAIL; SERVFAIL, timeout -> DNS_TEMPFAIL.  An address
+ * literal domain ("[192.0.2.1]") is its own host.  err says why.
+ */
+enum dns_status dns_mx(const char *domain, struct dns_mx_list *out,
+    char *err, size_t errlen);
+/*
+ * IPv6 and IPv4 addresses of host (AAAA and A queried together),
+ * interleaved IPv6 first, with port set.  A numeric host is not looked up.
+ * DNS_NODATA: the name exists without addresses.
+ */
+enum dns_status dns_addrs(const char *host, uint16_t port,
+    struct dns_addr_list *out, char *err, size_t errlen);
+
+/* Pure functions, for unit tests and fuzzing. */
+enum dns_status dns_status_from_ares(int ares_status);
+bool dns_is_null_mx(const struct dns_mx *mx, size_t n);
+void dns_mx_sort(struct dns_mx *mx, size_t n);
+/*
+ * The MX rules applied to a raw DNS answer (abuf, alen) that came with
+ * c-ares status ares_status; out as for dns_mx().
+ */
+enum dns_status dns_mx_from_answer(int ares_status, const unsigned char *abuf,
+    size_t alen, const char *domain, struct dns_mx_list *out, char *err,
+    size_t errlen);
+/* Append the addresses of a raw A (family AF_INET) or AAAA answer. */
+enum dns_status dns_addrs_from_answer(int ares_status, int family,
+    const unsigned char *abuf, size_t alen, uint16_t port,
+    struct dns_addr_list *out);
+/* "192.0.2.1", "::1", "[192.0.2.1]", "[IPv6:::1]" -> one address. */
+bool dns_parse_literal(const char *host, uint16_t port,
+    struct dns_addr_list *out);
+void dns_addrs_interleave(const struct dns_addr_list *v6,
+    const struct dns_addr_list *v4, struct dns_addr_list *out);
+/* END dns.c declarations */
+
+/* BEGIN relay.c declarations (owned by relay.c) */
+/*
+ * The reply of an IMSG_RELAY_RESULT is either the remote server's reply
+ * ("550 5.1.1 <bob@example.org>: no such user"; the lines of a multiline
+ * reply joined by spaces) or a local reason that starts with an enhanced
+ * status code ("4.4.1 connect to mx.example.org[192.0.2.1]:25: Connection
+ * refused", "5.1.10 example.org does not accept mail (null MX)").  Every
+ * IMSG_RELAY_RESULT and the IMSG_RELAY_DONE of a job carry the job's
+ * hdr.peerid.
+ */
+
+/* Client timeouts in ms; RFC 5321 4.5.3.2 values by default. */
+struct relay_timeouts {
+	int connect; /* 30 s */
+	int greeting; /* 5 min */
+	int ehlo; /* EHLO, STARTTLS, TLS handshake, AUTH: 5 min */
+	int mail; /* 5 min */
+	int rcpt; /* 5 min */
+	int data_init; /* 2 min */
+	int data_block; /* 3 min per write that makes no progress */
+	int data_final; /* 10 min */
+	int quit; /* 10 s */
+};
+extern const struct relay_timeouts relay_default_timeouts;
+
+/* What deliveries need besides the job; built before confinement. */
+struct relay_env {
+	const struct config *cfg;
+	struct ssl_ctx_st *ssl_ctx; /* client context; NULL: no TLS */
+	const char *password; /* smarthost password; NULL if unreadable */
+	struct relay_timeouts to;
+};
+
+/* Client context: TLS 1.2 minimum, no handshake failure on bad certs. */
+struct ssl_ctx_st *relay_client_ctx(char *err, size_t errlen);
+/* Load a CA bundle file into ctx's store now (never lazily). */
+int relay_load_ca(struct ssl_ctx_st *ctx, const char *file, char *err,
+    size_t errlen);
+/*
+ * Deliver one job (blocking, timeouts from env): results[i] (room for
+ * job->nrcpt) gets recipient i's one result, and each gets one
+ * "event=delivery" log line.
+ */
+void relay_deliver(const struct relay_env *env,
+    const struct ipc_relay_job *job, const struct ipc_rcpt *rcpts,
+    int data_fd, struct ipc_relay_result *results);
+/* Check an IMSG_RELAY_JOB payload: 0 with *job and *rcpts, or -1 + err. */
+int relay_job_parse(const void *data, size_t len, struct ipc_relay_job *job,
+    const struct ipc_rcpt **rcpts, char *err, size_t errlen);
+
+/* One SMTP reply, fed line by line. */
+#define RELAY_REPLY_MAXLINES 100
+struct relay_reply {
+	int code;
+	bool done;
+	char enh[16]; /* enhanced status code ("5.1.1"), "" if none */
+	char text[MAX_REPLY]; /* "550 5.1.1 text", lines joined by spaces */
+	char lines[4096]; /* each line's text after the code, '\n' ended */
+	size_t nlines;
+};
+void relay_reply_init(struct relay_reply *r);
+/*
+ * Feed one line (without CRLF): 1 the reply is complete, 0 more lines
+ * follow, -1 malformed (no code, codes differ, too long, too many lines).
+ */
+int relay_reply_feed(struct relay_reply *r, const char *line, size_t len);
+
+/* What an EHLO reply offers. */
+struct relay_caps {
+	bool pipelining, starttls, eightbitmime, enhanced, smtputf8;
+	bool auth_plain, auth_login;
+	bool size; /* SIZE advertised */
+	uint64_t size_max; /* its limit, 0 = none given */
+};
+void relay_ehlo_parse(const struct relay_reply *r, struct relay_caps *caps);
+/*
+ * Dot-stuff len bytes of in into out (room for 2 * len): a '.' that
+ * starts a line is doubled.  *bol says "at the start of a line" and
+ * carries across calls (start with true).  Returns the bytes written.
+ */
+size_t relay_dotstuff(bool *bol, const char *in, size_t len, char *out);
+/* END relay.c declarations */
 
 /* ------------------------------------------------------------------ */
 /* Control client (control.c)                                          */

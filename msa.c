@@ -1,0 +1,639 @@
+/*
+ * msa.c - command line and the root parent.
+ *
+ * The parent is the only process that keeps root.  It loads the
+ * configuration, binds the sockets, prepares the spool, forks the
+ * listener, auth, queue and relay processes and then only supervises
+ * them: it restarts a crashed child, forwards reloads on SIGHUP and stops
+ * everything on SIGTERM.  It never reads a byte from the network.
+ */
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "msa.h"
+
+enum child_slot { CHILD_LISTENER, CHILD_AUTH, CHILD_QUEUE, CHILD_RELAY,
+	CHILD_MAX };
+
+struct child {
+	pid_t pid;
+	struct ipc_chan chan; /* parent <-> child */
+	time_t starts[5]; /* recent start times, for the crash-loop guard */
+};
+
+static struct config *config;
+static struct child children[CHILD_MAX];
+static int control_fd = -1;
+static int signal_pipe[2] = { -1, -1 };
+static volatile sig_atomic_t got_sigterm, got_sighup;
+
+static const char *const child_names[CHILD_MAX] = { "listener", "auth",
+	"queue", "relay" };
+
+static void __attribute__((noreturn))
+usage(void)
+{
+	fprintf(stderr,
+	    "usage: msa [-c FILE] [-n]\n"
+	    "       msa [-c FILE] passwd [NAME]\n"
+	    "       msa [-c FILE] queue list | show ID | flush [ID] | delete ID\n"
+	    "       msa -V\n");
+	exit(1);
+}
+
+/* ------------------------------------------------------------------ */
+/* Sockets                                                             */
+
+static int
+bind_listener(struct listen_cfg *l)
+{
+	int fd, on = 1;
+
+	fd = socket(l->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
+	    0);
+	if (fd == -1) {
+		log_warn("event=error socket address=%s", l->address);
+		return -1;
+	}
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on)) == -1)
+		log_warn("setsockopt SO_REUSEADDR");
+	/* "[::]:587" and "0.0.0.0:587" are separate entries of the config. */
+	if (l->ss.ss_family == AF_INET6 &&
+	    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof(on)) == -1)
+		log_warn("setsockopt IPV6_V6ONLY");
+	if (bind(fd, (struct sockaddr *)&l->ss, l->sslen) == -1 ||
+	    listen(fd, 128) == -1) {
+		log_warn("event=error cannot listen address=%s", l->address);
+		(void)close(fd);
+		return -1;
+	}
+	l->fd = fd;
+	return 0;
+}
+
+static int
+bind_control(const struct config *cfg)
+{
+	struct sockaddr_un sun;
+	int fd;
+
+	memset(&sun, 0, sizeof(sun));
+	sun.sun_family = AF_UNIX;
+	if (bsnprintf(sun.sun_path, sizeof(sun.sun_path), "%s/%s", cfg->spool,
+	    SPOOL_CONTROL) == -1) {
+		log_warnx("event=error control socket path too long");
+		return -1;
+	}
+	if (unlink(sun.sun_path) == -1 && errno != ENOENT) {
+		log_warn("event=error unlink %s", sun.sun_path);
+		return -1;
+	}
+	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd == -1) {
+		log_warn("event=error control socket");
+		return -1;
+	}
+	if (bind(fd, (struct sockaddr *)&sun, sizeof(sun)) == -1 ||
+	    chown(sun.sun_path, 0, config->gid) == -1 ||
+	    chmod(sun.sun_path, 0660) == -1 || listen(fd, 8) == -1) {
+		log_warn("event=error control socket %s", sun.sun_path);
+		(void)close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+/* ------------------------------------------------------------------ */
+/* Children                                                            */
+
+/*
+ * Channels between children.  The parent keeps none of the peer ends: it
+ * creates each pair right before the forks that need it.
+ */
+struct peer_fds {
+	int listener_auth[2];
+	int listener_queue[2];
+	int queue_relay[2];
+};
+
+static void
+close_pair(int p[2])
+{
+	for (int i = 0; i < 2; i++)
+		if (p[i] != -1) {
+			(void)close(p[i]);
+			p[i] = -1;
+		}
+}
+
+static void
+close_parent_chans_except(enum child_slot keep)
+{
+	for (int i = 0; i < CHILD_MAX; i++)
+		if (i != (int)keep && children[i].chan.fd != -1)
+			(void)close(children[i].chan.fd);
+}
+
+static void
+close_listen_fds(void)
+{
+	for (size_t i = 0; i < config->nlisten; i++)
+		(void)close(config->listen[i].fd);
+}
+
+/* In a new child: keep only the peer ends this role uses. */
+static void
+keep_peer_ends(struct peer_fds *p, int keep1, int keep2)
+{
+	int *all[] = { &p->listener_auth[0], &p->listener_auth[1],
+		&p->listener_queue[0], &p->listener_queue[1],
+		&p->queue_relay[0], &p->queue_relay[1] };
+
+	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
+		if (*all[i] != -1 && *all[i] != keep1 && *all[i] != keep2)
+			(void)close(*all[i]);
+}
+
+static void
+child_run(enum child_slot slot, int parent_fd, struct peer_fds *p)
+{
+	log_setproc(child_names[slot]);
+	(void)signal(SIGTERM, SIG_DFL);
+	(void)signal(SIGINT, SIG_DFL);
+	(void)signal(SIGHUP, SIG_IGN);
+	(void)signal(SIGCHLD, SIG_DFL);
+	(void)signal(SIGPIPE, SIG_IGN);
+	(void)close(signal_pipe[0]);
+	(void)close(signal_pipe[1]);
+	if (slot != CHILD_QUEUE)
+		(void)close(control_fd);
+	if (slot != CHILD_LISTENER)
+		close_listen_fds();
+	switch (slot) {
+	case CHILD_LISTENER:
+		keep_peer_ends(p, p->listener_auth[0], p->listener_queue[0]);
+		listener_main(config, parent_fd, p->listener_auth[0],
+		    p->listener_queue[0]);
+	case CHILD_AUTH:
+		keep_peer_ends(p, p->listener_auth[1], -1);
+		auth_main(config, parent_fd, p->listener_auth[1]);
+	case CHILD_QUEUE:
+		keep_peer_ends(p, p->listener_queue[1], p->queue_relay[0]);
+		queue_main(config, parent_fd, p->listener_queue[1],
+		    p->queue_relay[0], control_fd);
+	case CHILD_RELAY:
+		keep_peer_ends(p, p->queue_relay[1], -1);
+		relay_main(config, parent_fd, p->queue_relay[1]);
+	case CHILD_MAX:
+		break;
+	}
+	fatalx("child_run: bad slot");
+}
+
+static void
+child_start(enum child_slot slot, struct peer_fds *p)
+{
+	int sv[2];
+	pid_t pid;
+
+	ipc_socketpair(sv);
+	switch (pid = fork()) {
+	case -1:
+		fatal("fork %s", child_names[slot]);
+	case 0:
+		/* The socketpairs are close-on-exec; close unrelated ends. */
+		(void)close(sv[0]);
+		close_parent_chans_except(CHILD_MAX);
+		child_run(slot, sv[1], p);
+	default:
+		break;
+	}
+	(void)close(sv[1]);
+	if (children[slot].chan.rbuf != NULL) /* the previous instance's */
+		ipc_close(&children[slot].chan);
+	ipc_init(&children[slot].chan, sv[0]);
+	children[slot].pid = pid;
+	memmove(children[slot].starts, children[slot].starts + 1,
+	    sizeof(children[slot].starts) - sizeof(time_t));
+	children[slot].starts[4] = monotime();
+	log_debug("event=started child=%s pid=%ld", child_names[slot],
+	    (long)pid);
+}
+
+static void
+peer_fds_init(struct peer_fds *p)
+{
+	p->listener_auth[0] = p->listener_auth[1] = -1;
+	p->listener_queue[0] = p->listener_queue[1] = -1;
+	p->queue_relay[0] = p->queue_relay[1] = -1;
+}
+
+static void
+peer_fds_close(struct peer_fds *p)
+{
+	close_pair(p->listener_auth);
+	close_pair(p->listener_queue);
+	close_pair(p->queue_relay);
+}
+
+static void
+start_all(void)
+{
+	struct peer_fds p;
+
+	peer_fds_init(&p);
+	ipc_socketpair(p.listener_auth);
+	ipc_socketpair(p.listener_queue);
+	ipc_socketpair(p.queue_relay);
+	/* Queue and relay first: they need no peer to be up. */
+	child_start(CHILD_RELAY, &p);
+	child_start(CHILD_QUEUE, &p);
+	child_start(CHILD_AUTH, &p);
+	child_start(CHILD_LISTENER, &p);
+	peer_fds_close(&p);
+}
+
+static void
+kill_child(enum child_slot slot, int sig)
+{
+	if (children[slot].pid > 0)
+		(void)kill(children[slot].pid, sig);
+}
+
+/* Wait for a dead child's pid so that a restart does not race it. */
+static void
+reap_pid(pid_t pid)
+{
+	for (int i = 0; i < 50; i++) {
+		if (waitpid(pid, NULL, WNOHANG) != 0)
+			return;
+		(void)usleep(100 * 1000);
+	}
+	(void)kill(pid, SIGKILL);
+	(void)waitpid(pid, NULL, 0);
+}
+
+static void
+restart_auth(void)
+{
+	struct peer_fds p;
+
+	peer_fds_init(&p);
+	ipc_socketpair(p.listener_auth);
+	child_start(CHILD_AUTH, &p);
+	ipc_compose(&children[CHILD_LISTENER].chan, IMSG_PEER_AUTH, 0,
+	    p.listener_auth[0], NULL, 0);
+	p.listener_auth[0] = -1; /* ipc_compose closes it once sent */
+	peer_fds_close(&p);
+}
+
+/* Queue and relay share a channel; they restart together. */
+static void
+restart_queue_relay(void)
+{
+	struct peer_fds p;
+	pid_t other;
+
+	for (int s = CHILD_QUEUE; s <= CHILD_RELAY; s++) {
+		if ((other = children[s].pid) > 0) {
+			(void)kill(other, SIGTERM);
+			reap_pid(other);
+			children[s].pid = -1;
+		}
+	}
+	peer_fds_init(&p);
+	ipc_socketpair(p.listener_queue);
+	ipc_socketpair(p.queue_relay);
+	child_start(CHILD_RELAY, &p);
+	child_start(CHILD_QUEUE, &p);
+	ipc_compose(&children[CHILD_LISTENER].chan, IMSG_PEER_QUEUE, 0,
+	    p.listener_queue[0], NULL, 0);
+	p.listener_queue[0] = -1;
+	peer_fds_close(&p);
+}
+
+static void
+restart_everything(void)
+{
+	for (int s = 0; s < CHILD_MAX; s++) {
+		if (children[s].pid > 0) {
+			(void)kill(children[s].pid, SIGTERM);
+			reap_pid(children[s].pid);
+			children[s].pid = -1;
+		}
+	}
+	start_all();
+}
+
+/* A child that keeps dying within seconds of its start is not retried. */
+static bool
+crash_looping(enum child_slot slot)
+{
+	return children[slot].starts[0] != 0 &&
+	    monotime() - children[slot].starts[0] < 60;
+}
+
+static void
+child_died(enum child_slot slot, int status)
+{
+	char how[64];
+
+	if (WIFSIGNALED(status))
+		(void)bsnprintf(how, sizeof(how), "signal=%d", WTERMSIG(status));
+	else
+		(void)bsnprintf(how, sizeof(how), "exit=%d", WEXITSTATUS(status));
+	children[slot].pid = -1;
+	if (got_sigterm)
+		return;
+	log_warnx("event=child-died child=%s %s", child_names[slot], how);
+	if (crash_looping(slot))
+		fatalx("event=giving-up child=%s restarted 5 times in a minute",
+		    child_names[slot]);
+	switch (slot) {
+	case CHILD_AUTH:
+		restart_auth();
+		break;
+	case CHILD_QUEUE:
+	case CHILD_RELAY:
+		restart_queue_relay();
+		break;
+	default:
+		restart_everything();
+		break;
+	}
+}
+
+static void
+reap_children(void)
+{
+	pid_t pid;
+	int status;
+
+	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+		for (int s = 0; s < CHILD_MAX; s++)
+			if (children[s].pid == pid)
+				child_died((enum child_slot)s, status);
+	}
+}
+
+/* ------------------------------------------------------------------ */
+/* Reload                                                              */
+
+static void
+send_file_fd(enum child_slot slot, uint32_t type, const char *path)
+{
+	int fd;
+
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1) {
+		log_warn("event=reload-failed file=%s", path);
+		return;
+	}
+	ipc_compose(&children[slot].chan, type, 0, fd, NULL, 0);
+}
+
+static void
+reload(void)
+{
+	struct config *fresh = xcalloc(1, sizeof(*fresh));
+	struct ipc_chan *auth = &children[CHILD_AUTH].chan;
+
+	log_info("event=reload file=%s", config->path);
+	if (config_load(fresh, config->path, true) != 0) {
+		log_warnx("event=reload-failed reason=\"configuration has "
+			  "errors, keeping the running one\"");
+		config_free(fresh);
+		free(fresh);
+		return;
+	}
+	/* Only certificate, key, password file and sender rights reload. */
+	strlcpy_msa(config->tls_certificate, fresh->tls_certificate,
+	    sizeof(config->tls_certificate));
+	strlcpy_msa(config->tls_key, fresh->tls_key, sizeof(config->tls_key));
+	strlcpy_msa(config->auth_users, fresh->auth_users,
+	    sizeof(config->auth_users));
+	ipc_compose(auth, IMSG_SENDERS_RESET, 0, -1, NULL, 0);
+	for (size_t i = 0; i < fresh->nsenders; i++)
+		ipc_compose(auth, IMSG_SENDERS_ADD, 0, -1, &fresh->senders[i],
+		    sizeof(fresh->senders[i]));
+	send_file_fd(CHILD_AUTH, IMSG_RELOAD_USERS, config->auth_users);
+	send_file_fd(CHILD_LISTENER, IMSG_RELOAD_CERT, config->tls_certificate);
+	send_file_fd(CHILD_LISTENER, IMSG_RELOAD_KEY, config->tls_key);
+	config_free(fresh);
+	free(fresh);
+}
+
+/* ------------------------------------------------------------------ */
+/* Main loop                                                           */
+
+static void
+on_signal(int sig)
+{
+	int saved = errno;
+	char c = (char)sig;
+
+	if (sig == SIGTERM || sig == SIGINT)
+		got_sigterm = 1;
+	else if (sig == SIGHUP)
+		got_sighup = 1;
+	/* A full pipe already holds a wake-up; nothing is lost. */
+	if (write(signal_pipe[1], &c, 1) == -1)
+		errno = saved;
+	errno = saved;
+}
+
+static void
+install_signals(void)
+{
+	struct sigaction sa;
+
+	if (pipe2(signal_pipe, O_NONBLOCK | O_CLOEXEC) == -1)
+		fatal("pipe2");
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_signal;
+	sigemptyset(&sa.sa_mask);
+	sa.sa_flags = SA_RESTART;
+	if (sigaction(SIGTERM, &sa, NULL) == -1 ||
+	    sigaction(SIGINT, &sa, NULL) == -1 ||
+	    sigaction(SIGHUP, &sa, NULL) == -1 ||
+	    sigaction(SIGCHLD, &sa, NULL) == -1)
+		fatal("sigaction");
+	(void)signal(SIGPIPE, SIG_IGN);
+}
+
+static void
+drain_child(enum child_slot slot)
+{
+	struct ipc_msg msg;
+	int r;
+
+	/* Children send the parent nothing yet; just notice a closed end. */
+	while ((r = ipc_recv(&children[slot].chan, &msg)) == 1) {
+		if (msg.fd != -1)
+			(void)close(msg.fd);
+		log_warnx("event=unexpected-message child=%s type=%u",
+		    child_names[slot], msg.hdr.type);
+	}
+}
+
+static void
+shutdown_children(void)
+{
+	time_t deadline = monotime() + 8;
+	bool alive;
+
+	for (int s = 0; s < CHILD_MAX; s++)
+		kill_child((enum child_slot)s, SIGTERM);
+	do {
+		pid_t pid;
+		int status;
+
+		while ((pid = waitpid(-1, &status, WNOHANG)) > 0)
+			for (int s = 0; s < CHILD_MAX; s++)
+				if (children[s].pid == pid)
+					children[s].pid = -1;
+		alive = false;
+		for (int s = 0; s < CHILD_MAX; s++)
+			alive = alive || children[s].pid > 0;
+		if (alive)
+			(void)usleep(50 * 1000);
+	} while (alive && monotime() < deadline);
+	for (int s = 0; s < CHILD_MAX; s++)
+		kill_child((enum child_slot)s, SIGKILL);
+}
+
+static void __attribute__((noreturn))
+parent_loop(void)
+{
+	struct pollfd pfd[CHILD_MAX + 1];
+	char sigbuf[64];
+
+	for (;;) {
+		for (int s = 0; s < CHILD_MAX; s++) {
+			(void)ipc_flush(&children[s].chan);
+			pfd[s].fd = children[s].pid > 0 ? children[s].chan.fd
+							: -1;
+			pfd[s].events = POLLIN;
+			if (ipc_write_pending(&children[s].chan))
+				pfd[s].events |= POLLOUT;
+		}
+		pfd[CHILD_MAX].fd = signal_pipe[0];
+		pfd[CHILD_MAX].events = POLLIN;
+		if (poll(pfd, CHILD_MAX + 1, -1) == -1 && errno != EINTR)
+			fatal("poll");
+		while (read(signal_pipe[0], sigbuf, sizeof(sigbuf)) > 0)
+			;
+		if (got_sigterm) {
+			log_info("event=shutdown");
+			shutdown_children();
+			log_info("event=stopped");
+			exit(0);
+		}
+		reap_children();
+		if (got_sighup) {
+			got_sighup = 0;
+			reload();
+		}
+		for (int s = 0; s < CHILD_MAX; s++)
+			if (pfd[s].fd != -1 && (pfd[s].revents & POLLIN))
+				drain_child((enum child_slot)s);
+	}
+}
+
+static int
+daemon_main(struct config *cfg)
+{
+	char err[512];
+
+	if (geteuid() != 0) {
+		fprintf(stderr, "msa: must be started as root (it binds "
+				"privileged ports and drops to user %s)\n",
+		    cfg->user);
+		return 1;
+	}
+	config = cfg;
+	log_init(cfg->log_level, cfg->log_syslog, "parent");
+	tzset();
+	tls_prime();
+	if (spool_prepare(cfg, err, sizeof(err)) == -1) {
+		log_errorx("event=error spool=%s reason=\"%s\"", cfg->spool, err);
+		return 2;
+	}
+	for (size_t i = 0; i < cfg->nlisten; i++)
+		if (bind_listener(&cfg->listen[i]) == -1)
+			return 2;
+	if ((control_fd = bind_control(cfg)) == -1)
+		return 2;
+	for (int s = 0; s < CHILD_MAX; s++) {
+		children[s].pid = -1;
+		children[s].chan.fd = -1;
+	}
+	install_signals();
+	start_all();
+	for (size_t i = 0; i < cfg->nlisten; i++)
+		log_info("event=listening address=%s tls=%s",
+		    cfg->listen[i].address,
+		    cfg->listen[i].tls == LISTEN_IMPLICIT ? "implicit"
+							  : "starttls");
+	log_info("event=started version=%s hostname=%s", MSA_VERSION,
+	    cfg->hostname);
+	parent_loop();
+}
+
+int
+main(int argc, char **argv)
+{
+	static struct config cfg;
+	const char *file = DEFAULT_CONFIG;
+	bool check_only = false;
+	int ch;
+
+	/* '+': stop at the first non-option, the command. */
+	while ((ch = getopt(argc, argv, "+c:nV")) != -1) {
+		switch (ch) {
+		case 'c':
+			file = optarg;
+			break;
+		case 'n':
+			check_only = true;
+			break;
+		case 'V':
+			printf("msa %s\n", MSA_VERSION);
+			return 0;
+		default:
+			usage();
+		}
+	}
+	argc -= optind;
+	argv += optind;
+
+	if (argc > 0 && strcmp(argv[0], "passwd") == 0) {
+		if (argc > 2)
+			usage();
+		return passwd_main(argc == 2 ? argv[1] : NULL);
+	}
+	if (argc > 0 && strcmp(argv[0], "queue") != 0)
+		usage();
+	if (argc > 0 && check_only)
+		usage();
+	if (config_load(&cfg, file, check_only || argc == 0) != 0)
+		return 1;
+	if (check_only) {
+		printf("%s: configuration ok\n", file);
+		return 0;
+	}
+	if (argc > 0)
+		return control_main(&cfg, argc, argv);
+	return daemon_main(&cfg);
+}
