@@ -427,6 +427,16 @@ reload(void)
 	for (size_t i = 0; i < fresh->nsenders; i++)
 		ipc_compose(auth, IMSG_SENDERS_ADD, 0, -1, &fresh->senders[i],
 		    sizeof(fresh->senders[i]));
+	/* Keep the new rules so that a restarted auth process starts with them. */
+	{
+		struct sender_rule *old = config->senders;
+		size_t nold = config->nsenders;
+
+		config->senders = fresh->senders;
+		config->nsenders = fresh->nsenders;
+		fresh->senders = old;
+		fresh->nsenders = nold;
+	}
 	send_file_fd(CHILD_AUTH, IMSG_RELOAD_USERS, config->auth_users);
 	send_file_fd(CHILD_LISTENER, IMSG_RELOAD_CERT, config->tls_certificate);
 	send_file_fd(CHILD_LISTENER, IMSG_RELOAD_KEY, config->tls_key);
