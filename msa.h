@@ -33,7 +33,7 @@
 #define MAX_LISTEN 16
 #define MAX_NAMESERVERS 8
 #define MAX_RIGHTS 64 /* sender patterns returned for one login */
-#define MAX_RCPT_LIMIT 1000 /* hard cap on limits.recipients */
+#define MAX_RCPT_LIMIT 200 /* cap on limits.recipients: one commit frame */
 #define QUEUE_ID_LEN 16 /* lower-case hex characters */
 #define MAX_REPLY 512 /* one remote SMTP reply kept for logs/DSN */
 #define CLIENT_ADDR_LEN 64 /* textual IPv6 address with room to spare */

@@ -544,10 +544,10 @@ static const struct bad_config {
 	{ "user: root\nlisten: \"0.0.0.0:587\"\n", 1,
 	    "2:9: listen: expected a sequence, got a scalar" },
 	{ "user: root\nlimits:\n  recipients: 0\n", 1,
-	    "3:15: limits.recipients: expected an integer from 1 to 1000, "
+	    "3:15: limits.recipients: expected an integer from 1 to 200, "
 	    "got \"0\"" },
 	{ "user: root\nlimits:\n  recipients: 1001\n", 1,
-	    "3:15: limits.recipients: expected an integer from 1 to 1000, "
+	    "3:15: limits.recipients: expected an integer from 1 to 200, "
 	    "got \"1001\"" },
 	{ "user: root\nlimits:\n  sessions: -5\n", 1,
 	    "3:13: limits.sessions: expected an integer from 1 to 65535, "
