@@ -52,6 +52,14 @@ ipc_drop_received_fd(struct ipc_chan *ch)
 	}
 }
 
+/* Frames can carry passwords: never leave one in freed memory. */
+static void
+ipc_frame_free(struct ipc_frame *f)
+{
+	explicit_bzero(f->data, f->len);
+	free(f);
+}
+
 void
 ipc_close(struct ipc_chan *ch)
 {
@@ -61,9 +69,10 @@ ipc_close(struct ipc_chan *ch)
 		next = f->next;
 		if (f->fd != -1)
 			(void)close(f->fd);
-		free(f);
+		ipc_frame_free(f);
 	}
 	ipc_drop_received_fd(ch);
+	explicit_bzero(ch->rbuf, IPC_RBUF_SIZE);
 	free(ch->rbuf);
 	if (ch->fd != -1)
 		(void)close(ch->fd);
@@ -147,7 +156,7 @@ ipc_flush(struct ipc_chan *ch)
 		ch->wcount--;
 		if (f->fd != -1)
 			(void)close(f->fd);
-		free(f);
+		ipc_frame_free(f);
 	}
 	return 0;
 }
