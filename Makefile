@@ -11,7 +11,8 @@ SBINDIR	?= $(PREFIX)/sbin
 MANDIR	?= $(PREFIX)/share/man
 SYSCONFDIR ?= /etc
 
-BUILD	= build
+BUILD	?= build
+BIN	?= msa
 
 SRCS	= msa.c proc.c listener.c smtp.c tls.c auth.c policy.c addr.c \
 	  queue.c bounce.c relay.c dns.c config.c sandbox.c control.c ipc.c \
@@ -33,18 +34,27 @@ LIBS	= -lssl -lcrypto -lcrypt -lyaml -lseccomp -lcares
 UNIT_SRCS = $(wildcard test/unit_*.c)
 UNIT_BINS = $(UNIT_SRCS:test/%.c=$(BUILD)/test/%)
 
+# The sanitizer build lives beside the normal one and runs the same suite.
+SAN_FLAGS = -fsanitize=address,undefined -fno-sanitize-recover=all \
+	    -fno-omit-frame-pointer
+# Daemon processes run under seccomp, where LeakSanitizer cannot stop the
+# world; leaks are checked in the unit tests (valgrind) instead.
+SAN_ENV	= ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
+	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+
 # Debian packages needed to build, to run the tests, and to run make run.
 BUILD_PKGS = gcc make pkg-config libssl-dev libcrypt-dev libyaml-dev \
 	     libseccomp-dev libc-ares-dev openssl
 TEST_PKGS  = perl python3 python3-aiosmtpd python3-dnslib apache2-utils \
-	     procps iproute2 binutils
+	     procps iproute2 binutils valgrind
 
-.PHONY: all deps run check unit install clean format
+.PHONY: all deps run check check-unit check-asan check-valgrind unit install \
+	clean format
 
-all: $(BUILD)/.deps msa
+all: $(BUILD)/.deps $(BIN)
 
-msa: $(OBJS)
-	$(CC) $(LDFLAGS) -o $@ $(OBJS) $(LIBS)
+$(BIN): $(OBJS)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(OBJS) $(LIBS)
 
 $(BUILD)/%.o: %.c msa.h | $(BUILD)
 	$(CC) $(CFLAGS) -c -o $@ $<
@@ -56,7 +66,7 @@ $(BUILD)/test/%: test/%.c test/tap.h $(LIBOBJS) | $(BUILD)
 	$(CC) $(CFLAGS) -I. $(LDFLAGS) -o $@ $< $(LIBOBJS) $(LIBS)
 
 # Install what is missing (root only), once per package set.
-$(BUILD)/.deps: | $(BUILD)
+$(BUILD)/.deps: test/deps.sh | $(BUILD)
 	@sh test/deps.sh $(BUILD_PKGS) -- $(TEST_PKGS)
 	@touch $@
 
@@ -69,8 +79,26 @@ run: $(BUILD)/.deps msa
 	@sh test/devsetup.sh $(BUILD)/dev
 	./msa -c $(BUILD)/dev/msa.yaml
 
-check: $(BUILD)/.deps msa $(UNIT_BINS)
+# The whole suite: unit and integration tests, then the same again against
+# the ASan+UBSan build, then the unit tests under valgrind.
+check: check-unit check-asan check-valgrind
+
+check-unit: $(BUILD)/.deps $(BIN) $(UNIT_BINS)
 	prove -f $(UNIT_BINS) test/*.t
+
+check-asan: $(BUILD)/.deps
+	$(MAKE) BUILD=build/asan BIN=build/asan/msa OPT="-O1 -g" \
+	    EXTRA_CFLAGS="$(SAN_FLAGS) -DMSA_SANITIZER" \
+	    EXTRA_LDFLAGS="$(SAN_FLAGS)" build/asan/msa unit
+	$(SAN_ENV) MSA=build/asan/msa prove -f build/asan/test/unit_* test/*.t
+
+check-valgrind: $(BUILD)/.deps $(UNIT_BINS)
+	@for t in $(UNIT_BINS); do \
+	    echo "valgrind $$t"; \
+	    valgrind -q --error-exitcode=99 --leak-check=full \
+		--errors-for-leak-kinds=definite,indirect \
+		--show-leak-kinds=definite,indirect $$t >/dev/null || exit 1; \
+	done; echo "valgrind: 0 errors in $(words $(UNIT_BINS)) unit tests"
 
 install: msa
 	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(SYSCONFDIR)/msa
@@ -81,4 +109,4 @@ format:
 	clang-format -i *.c *.h test/*.c bench/*.c
 
 clean:
-	rm -rf $(BUILD)/*.o $(BUILD)/test msa
+	rm -rf build/*.o build/test build/asan build/fuzz msa
