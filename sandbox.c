@@ -174,22 +174,39 @@ static const struct sb_rule sb_relay[] = {
 	FAIL(openat, ENOENT), FAIL(open, ENOENT),
 };
 
+#ifdef MSA_SANITIZER
+/*
+ * Test builds only (make check-asan): the ASan/UBSan runtime needs an
+ * alternate signal stack and reads /proc/self/maps to write its report.
+ * A release binary never has this table.
+ */
+static const struct sb_rule sb_sanitizer[] = {
+	ALLOW(sigaltstack), ALLOW(readlink), ALLOW(readlinkat),
+	ALLOW(openat), ALLOW(open), ALLOW(getppid), ALLOW(sched_yield),
+	ALLOW(prctl), ALLOW(getrlimit), ALLOW(prlimit64), ALLOW(munmap),
+	ALLOW(getdents64), ALLOW(dup), ALLOW(dup2), ALLOW(pipe), ALLOW(pipe2),
+};
+#define SB_SAN SB_TABLE(sb_sanitizer)
+#else
+#define SB_SAN { NULL, 0 }
+#endif
+
 struct sb_table {
 	const struct sb_rule *rules;
 	size_t n;
 };
 #define SB_TABLE(t) { (t), nitems(t) }
-#define SB_TABLES 3
+#define SB_TABLES 4
 
 /* The listener's list holds the session's: sessions stack on it. */
 static const struct sb_table sb_roles[ROLE_MAX][SB_TABLES] = {
 	[ROLE_LISTENER] = { SB_TABLE(sb_base), SB_TABLE(sb_session),
-	    SB_TABLE(sb_listener) },
-	[ROLE_SESSION] = { SB_TABLE(sb_base), SB_TABLE(sb_session) },
+	    SB_TABLE(sb_listener), SB_SAN },
+	[ROLE_SESSION] = { SB_TABLE(sb_base), SB_TABLE(sb_session), SB_SAN },
 	/* the password file arrives as a descriptor: the base list reads it */
-	[ROLE_AUTH] = { SB_TABLE(sb_base) },
-	[ROLE_QUEUE] = { SB_TABLE(sb_base), SB_TABLE(sb_queue) },
-	[ROLE_RELAY] = { SB_TABLE(sb_base), SB_TABLE(sb_relay) },
+	[ROLE_AUTH] = { SB_TABLE(sb_base), SB_SAN },
+	[ROLE_QUEUE] = { SB_TABLE(sb_base), SB_TABLE(sb_queue), SB_SAN },
+	[ROLE_RELAY] = { SB_TABLE(sb_base), SB_TABLE(sb_relay), SB_SAN },
 };
 /* clang-format on */
 
