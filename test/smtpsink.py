@@ -179,7 +179,8 @@ class Sink:
         log_event("auth", mechanism=mechanism, success=good,
                   login=auth_data.login.decode("utf-8", "replace")
                   if isinstance(auth_data, LoginPassword) else None)
-        return AuthResult(success=good, auth_data=auth_data)
+        # handled=False: aiosmtpd then sends its own 535 on failure.
+        return AuthResult(success=good, handled=False, auth_data=auth_data)
 
 
 class SinkSMTP(SMTP):
