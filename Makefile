@@ -52,8 +52,8 @@ BUILD_PKGS = gcc make pkg-config libssl-dev libcrypt-dev libyaml-dev \
 TEST_PKGS  = perl python3 python3-aiosmtpd python3-dnslib apache2-utils \
 	     procps iproute2 binutils valgrind
 
-.PHONY: all deps run check check-unit check-asan check-valgrind unit install \
-	clean format
+.PHONY: all deps run check check-unit check-asan check-valgrind unit hooks \
+	install clean format
 
 all: $(BUILD)/.deps $(BIN)
 
@@ -87,8 +87,15 @@ run: $(BUILD)/.deps msa
 # the ASan+UBSan build, then the unit tests under valgrind.
 check: check-unit check-asan check-valgrind
 
-check-unit: $(BUILD)/.deps $(BIN) $(UNIT_BINS)
-	prove -f $(UNIT_BINS) test/*.t
+check-unit: $(BUILD)/.deps $(BIN) $(UNIT_BINS) hooks
+	MSA_HOOKS=$(CURDIR)/build/hooks/msa prove -f $(UNIT_BINS) test/*.t
+
+# A test-only binary: release flags plus hooks that make a sandboxed process
+# attempt a forbidden system call on SIGUSR2 (test/80-sigsys.t).  It is
+# never installed; the release ./msa has no such code.
+hooks: $(BUILD)/.deps
+	$(MAKE) BUILD=build/hooks BIN=build/hooks/msa \
+	    EXTRA_CFLAGS=-DMSA_TEST_HOOKS build/hooks/msa
 
 check-asan: $(BUILD)/.deps
 	$(MAKE) BUILD=build/asan BIN=build/asan/msa OPT="-O1 -g -Wno-format-overflow" \
@@ -115,4 +122,4 @@ format:
 	clang-format -i *.c *.h test/*.c bench/*.c
 
 clean:
-	rm -rf build/*.o build/test build/asan build/fuzz msa
+	rm -rf build/*.o build/test build/asan build/hooks build/fuzz msa
