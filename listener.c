@@ -38,8 +38,7 @@ static int pending_cert_fd = -1;
 static struct session *sessions;
 static size_t nsessions;
 static uint32_t next_session_id = 1;
-static volatile sig_atomic_t got_sigterm, got_sigchld;
-static int signal_pipe[2] = { -1, -1 };
+static int signal_fd = -1;
 
 /* ------------------------------------------------------------------ */
 /* TLS context                                                         */
@@ -172,8 +171,7 @@ listener_become_session(int client_fd, const struct listen_cfg *l,
 	(void)close(parent_chan.fd);
 	(void)close(auth_chan.fd);
 	(void)close(queue_chan.fd);
-	(void)close(signal_pipe[0]);
-	(void)close(signal_pipe[1]);
+	sig_close();
 	if (pending_cert_fd != -1)
 		(void)close(pending_cert_fd);
 	(void)signal(SIGTERM, SIG_DFL);
@@ -205,7 +203,7 @@ listener_accept(struct listen_cfg *l)
 		return;
 	}
 	sockaddr_ntop((struct sockaddr *)&ss, client, sizeof(client));
-	if (got_sigterm)
+	if (sig_pending(SIGTERM))
 		return listener_refuse(fd, l, client, "Service shutting down");
 	if (nsessions >= config->max_sessions)
 		return listener_refuse(fd, l, client, "Too many connections");
@@ -404,35 +402,11 @@ listener_reap(void)
 /* Loop                                                                */
 
 static void
-on_signal(int sig)
-{
-	int saved = errno;
-	char c = (char)sig;
-
-	if (sig == SIGTERM)
-		got_sigterm = 1;
-	else if (sig == SIGCHLD)
-		got_sigchld = 1;
-	/* A full pipe already holds a wake-up; nothing is lost. */
-	if (write(signal_pipe[1], &c, 1) == -1)
-		errno = saved;
-	errno = saved;
-}
-
-static void
 listener_signals(void)
 {
-	struct sigaction sa;
+	static const int sigs[] = { SIGTERM, SIGCHLD };
 
-	if (pipe2(signal_pipe, O_NONBLOCK | O_CLOEXEC) == -1)
-		fatal("pipe2");
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = on_signal;
-	sigemptyset(&sa.sa_mask);
-	sa.sa_flags = SA_RESTART;
-	if (sigaction(SIGTERM, &sa, NULL) == -1 ||
-	    sigaction(SIGCHLD, &sa, NULL) == -1)
-		fatal("sigaction");
+	signal_fd = sig_catch(sigs, sizeof(sigs) / sizeof(sigs[0]));
 	(void)signal(SIGINT, SIG_IGN);
 	(void)signal(SIGPIPE, SIG_IGN);
 }
@@ -468,7 +442,7 @@ flush_peer(struct ipc_chan *ch, const char *name)
 void
 listener_main(struct config *cfg, int parent_fd, int auth_fd, int queue_fd)
 {
-	char path[MAX_PATHLEN], sigbuf[64];
+	char path[MAX_PATHLEN];
 	struct pollfd *pfd = NULL;
 	size_t npfd, base;
 
@@ -484,7 +458,7 @@ listener_main(struct config *cfg, int parent_fd, int auth_fd, int queue_fd)
 	proc_confine(cfg, ROLE_LISTENER, path);
 
 	for (;;) {
-		if (got_sigterm)
+		if (sig_pending(SIGTERM))
 			listener_shutdown();
 		flush_peer(&auth_chan, "auth");
 		flush_peer(&queue_chan, "queue");
@@ -502,7 +476,7 @@ listener_main(struct config *cfg, int parent_fd, int auth_fd, int queue_fd)
 		pfd[cfg->nlisten].fd = parent_chan.fd;
 		pfd[cfg->nlisten + 1].fd = auth_chan.fd;
 		pfd[cfg->nlisten + 2].fd = queue_chan.fd;
-		pfd[cfg->nlisten + 3].fd = signal_pipe[0];
+		pfd[cfg->nlisten + 3].fd = signal_fd;
 		for (size_t i = cfg->nlisten; i < base; i++)
 			pfd[i].events = POLLIN;
 		if (ipc_write_pending(&auth_chan))
@@ -520,8 +494,7 @@ listener_main(struct config *cfg, int parent_fd, int auth_fd, int queue_fd)
 				continue;
 			fatal("poll");
 		}
-		while (read(signal_pipe[0], sigbuf, sizeof(sigbuf)) > 0)
-			;
+		sig_drain();
 		for (size_t i = 0; i < nsessions && base + i < npfd; i++)
 			if (pfd[base + i].revents & (POLLIN | POLLHUP))
 				listener_session_input(&sessions[i]);
@@ -533,10 +506,8 @@ listener_main(struct config *cfg, int parent_fd, int auth_fd, int queue_fd)
 		if (queue_chan.fd != -1 &&
 		    (pfd[cfg->nlisten + 2].revents & (POLLIN | POLLHUP)))
 			listener_peer_input(&queue_chan, "queue");
-		if (got_sigchld) {
-			got_sigchld = 0;
+		if (sig_take(SIGCHLD))
 			listener_reap();
-		}
 		for (size_t i = 0; i < cfg->nlisten; i++)
 			if (pfd[i].revents & POLLIN)
 				listener_accept(&cfg->listen[i]);

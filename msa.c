@@ -36,8 +36,7 @@ struct child {
 static struct config *config;
 static struct child children[CHILD_MAX];
 static int control_fd = -1;
-static int signal_pipe[2] = { -1, -1 };
-static volatile sig_atomic_t got_sigterm, got_sighup;
+static int signal_fd = -1;
 
 static const char *const child_names[CHILD_MAX] = { "listener", "auth",
 	"queue", "relay" };
@@ -51,6 +50,24 @@ usage(void)
 	    "       msa [-c FILE] queue list | show ID | flush [ID] | delete ID\n"
 	    "       msa -V\n");
 	exit(1);
+}
+
+/* ------------------------------------------------------------------ */
+/* Signals                                                             */
+
+static void
+install_signals(void)
+{
+	static const int sigs[] = { SIGTERM, SIGINT, SIGHUP, SIGCHLD };
+
+	signal_fd = sig_catch(sigs, sizeof(sigs) / sizeof(sigs[0]));
+	(void)signal(SIGPIPE, SIG_IGN);
+}
+
+static bool
+stopping(void)
+{
+	return sig_pending(SIGTERM) || sig_pending(SIGINT);
 }
 
 /* ------------------------------------------------------------------ */
@@ -175,8 +192,7 @@ child_run(enum child_slot slot, int parent_fd, struct peer_fds *p)
 	(void)signal(SIGHUP, SIG_IGN);
 	(void)signal(SIGCHLD, SIG_DFL);
 	(void)signal(SIGPIPE, SIG_IGN);
-	(void)close(signal_pipe[0]);
-	(void)close(signal_pipe[1]);
+	sig_close();
 	if (slot != CHILD_QUEUE)
 		(void)close(control_fd);
 	if (slot != CHILD_LISTENER)
@@ -355,7 +371,7 @@ child_died(enum child_slot slot, int status)
 	else
 		(void)bsnprintf(how, sizeof(how), "exit=%d", WEXITSTATUS(status));
 	children[slot].pid = -1;
-	if (got_sigterm)
+	if (stopping())
 		return;
 	log_warnx("event=child-died child=%s %s", child_names[slot], how);
 	if (crash_looping(slot))
@@ -448,41 +464,6 @@ reload(void)
 /* Main loop                                                           */
 
 static void
-on_signal(int sig)
-{
-	int saved = errno;
-	char c = (char)sig;
-
-	if (sig == SIGTERM || sig == SIGINT)
-		got_sigterm = 1;
-	else if (sig == SIGHUP)
-		got_sighup = 1;
-	/* A full pipe already holds a wake-up; nothing is lost. */
-	if (write(signal_pipe[1], &c, 1) == -1)
-		errno = saved;
-	errno = saved;
-}
-
-static void
-install_signals(void)
-{
-	struct sigaction sa;
-
-	if (pipe2(signal_pipe, O_NONBLOCK | O_CLOEXEC) == -1)
-		fatal("pipe2");
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = on_signal;
-	sigemptyset(&sa.sa_mask);
-	sa.sa_flags = SA_RESTART;
-	if (sigaction(SIGTERM, &sa, NULL) == -1 ||
-	    sigaction(SIGINT, &sa, NULL) == -1 ||
-	    sigaction(SIGHUP, &sa, NULL) == -1 ||
-	    sigaction(SIGCHLD, &sa, NULL) == -1)
-		fatal("sigaction");
-	(void)signal(SIGPIPE, SIG_IGN);
-}
-
-static void
 drain_child(enum child_slot slot)
 {
 	struct ipc_msg msg;
@@ -527,7 +508,6 @@ static void __attribute__((noreturn))
 parent_loop(void)
 {
 	struct pollfd pfd[CHILD_MAX + 1];
-	char sigbuf[64];
 
 	for (;;) {
 		for (int s = 0; s < CHILD_MAX; s++) {
@@ -538,23 +518,21 @@ parent_loop(void)
 			if (ipc_write_pending(&children[s].chan))
 				pfd[s].events |= POLLOUT;
 		}
-		pfd[CHILD_MAX].fd = signal_pipe[0];
+		pfd[CHILD_MAX].fd = signal_fd;
 		pfd[CHILD_MAX].events = POLLIN;
 		if (poll(pfd, CHILD_MAX + 1, -1) == -1 && errno != EINTR)
 			fatal("poll");
-		while (read(signal_pipe[0], sigbuf, sizeof(sigbuf)) > 0)
-			;
-		if (got_sigterm) {
+		sig_drain();
+		if (stopping()) {
 			log_info("event=shutdown");
 			shutdown_children();
 			log_info("event=stopped");
 			exit(0);
 		}
-		reap_children();
-		if (got_sighup) {
-			got_sighup = 0;
+		if (sig_take(SIGCHLD))
+			reap_children();
+		if (sig_take(SIGHUP))
 			reload();
-		}
 		for (int s = 0; s < CHILD_MAX; s++)
 			if (pfd[s].fd != -1 && (pfd[s].revents & POLLIN))
 				drain_child((enum child_slot)s);

@@ -185,6 +185,18 @@ void random_hex(char *out, size_t outsize, size_t nbytes);
 /* Textual client address of ss into buf. */
 const char *sockaddr_ntop(const struct sockaddr *sa, char *buf, size_t len);
 
+/*
+ * Signals for poll loops: sig_catch() installs a recording handler for
+ * sigs and returns a descriptor that becomes readable when one arrives;
+ * sig_take() reports and clears one; sig_drain() empties the descriptor;
+ * sig_close() forgets it all (a forked child that sets up its own).
+ */
+int sig_catch(const int *sigs, size_t n);
+bool sig_take(int sig);
+bool sig_pending(int sig);
+void sig_drain(void);
+void sig_close(void);
+
 /* A growable byte buffer. */
 struct buf {
 	char *data;
@@ -894,10 +906,22 @@ int auth_hash_password(const char *password, unsigned cost, char *out,
  * checked against dummy (a full bcrypt hash, its cost replaced by
  * auth_users_dummy_cost) so that it takes the time of a wrong password.
  * Returns AUTH_OK, AUTH_FAIL or AUTH_TEMPFAIL (libxcrypt failed).
- * Stateless and thread-safe, so a pool of verifiers can run it.
+ * Stateless: auth_setting() then auth_check_hash(), the two halves the
+ * auth process runs in itself and in a verifier.
  */
 enum auth_status auth_verify(const struct auth_users *u, const char *dummy,
     const char *user, const char *password);
+/*
+ * The bcrypt setting user is checked against, into setting: the user's
+ * hash, or dummy with auth_users_dummy_cost(u) for an unknown user.
+ * Returns 1 (a user), 0 (unknown: the answer is AUTH_FAIL whatever the
+ * check says) or -1 (dummy is not a 60-character hash).
+ */
+int auth_setting(const struct auth_users *u, const char *dummy,
+    const char *user, char setting[AUTH_HASH_LEN + 1]);
+/* crypt_rn(password, setting) compared in constant time: AUTH_OK if it
+ * matches, AUTH_FAIL if not, AUTH_TEMPFAIL if libxcrypt failed. */
+enum auth_status auth_check_hash(const char *setting, const char *password);
 /* The login's own address first, then each senders: pattern for it. */
 void auth_login_rights(const struct sender_rule *rules, size_t nrules,
     const char *domain, const char *login, struct login_rights *out);
@@ -932,6 +956,100 @@ bool auth_rate_take(struct auth_window *sent, unsigned per_hour,
 int auth_read_password(FILE *in, char *pw, size_t pwsize, char *err,
     size_t errlen);
 int auth_passwd_run(const char *name, FILE *in, FILE *out, unsigned cost);
+
+/*
+ * Verifier pool.  A bcrypt check is the whole cost of a login, so the
+ * auth process forks one verifier process per usable CPU (AUTH_POOL_MIN
+ * to AUTH_POOL_MAX) before it confines itself; each verifier confines
+ * itself the same way (ROLE_AUTH) and only runs auth_check_hash() on the
+ * jobs it is sent.  Processes rather than threads: a seccomp filter and
+ * no-new-privs bind only the thread that installs them, so every thread
+ * would have to be filtered as well; a verifier also never holds the
+ * password file, the throttle state or the cache key.
+ *
+ * On a verifier's private channel IMSG_AUTH_REQ carries a struct
+ * auth_verify_job and IMSG_AUTH_RES a struct auth_verify_res; hdr.peerid
+ * is the job's number.  One job at a time per verifier.
+ */
+#include <poll.h>
+
+#define AUTH_POOL_MIN 2
+#define AUTH_POOL_MAX 8
+#define AUTH_MAX_PENDING 1024 /* AUTH requests waiting or in a verifier */
+
+struct auth_verify_job {
+	char setting[AUTH_HASH_LEN + 1];
+	char password[MAX_PASSWORD];
+};
+
+struct auth_verify_res {
+	int32_t status; /* auth_check_hash()'s answer */
+};
+
+struct auth_pool;
+typedef void auth_pool_done_fn(void *arg, uint32_t id,
+    enum auth_status status);
+
+/* Online CPUs (within this process's affinity mask), clamped 2..8. */
+size_t auth_pool_size(void);
+/*
+ * Fork n verifiers (at most AUTH_POOL_MAX).  In each child the other
+ * verifiers' channels are closed, then setup(arg) runs (close what else
+ * the child must not hold, confine it; NULL: nothing), then the child
+ * serves jobs until its channel closes.
+ */
+struct auth_pool *auth_pool_new(size_t n, void (*setup)(void *),
+    void *arg);
+/* Close every channel and wait for the verifiers (not in a sandbox). */
+void auth_pool_free(struct auth_pool *p);
+size_t auth_pool_alive(const struct auth_pool *p);
+size_t auth_pool_idle(const struct auth_pool *p);
+/* Hand (setting, password) to an idle verifier as job id (not 0):
+ * 0, or -1 if no verifier is idle. */
+int auth_pool_submit(struct auth_pool *p, uint32_t id, const char *setting,
+    const char *password);
+/* One POLLIN entry per verifier into pfd (room for AUTH_POOL_MAX; a
+ * dead verifier's fd is -1); returns how many. */
+size_t auth_pool_pollfds(const struct auth_pool *p, struct pollfd *pfd);
+/*
+ * After poll: read the verifiers' answers and call done for each
+ * finished job.  A verifier that dies or talks nonsense is dropped and
+ * its job finishes with AUTH_TEMPFAIL.
+ */
+void auth_pool_input(struct auth_pool *p, const struct pollfd *pfd,
+    auth_pool_done_fn *done, void *arg);
+
+/*
+ * Verification cache (auth.cache): after a successful bcrypt check,
+ * HMAC-SHA256(key, login || 0x00 || password) is kept until now + ttl, so
+ * the same pair skips bcrypt until then.  The key is random, made when
+ * the cache is (and again at each reset); entries are never refreshed by
+ * a hit.  At most max entries: a new one replaces an expired entry, else
+ * the oldest.  Times are monotonic milliseconds (auth_now_ms()).
+ */
+#define AUTH_CACHE_MAX 1024
+
+struct auth_cache;
+/* NULL if OpenSSL cannot make the key or the MAC (logged). */
+struct auth_cache *auth_cache_new(size_t max);
+void auth_cache_free(struct auth_cache *c);
+bool auth_cache_check(const struct auth_cache *c, const char *login,
+    const char *password, int64_t now);
+void auth_cache_add(struct auth_cache *c, const char *login,
+    const char *password, int64_t now, int64_t ttl);
+/* Forget every entry and change the key. */
+void auth_cache_reset(struct auth_cache *c);
+/* Entries still valid at now. */
+size_t auth_cache_count(const struct auth_cache *c, int64_t now);
+int64_t auth_now_ms(void);
+
+/*
+ * The auth process after its set-up: auth_main() is
+ * auth_serve(cfg, parent_fd, listener_fd, "<spool>/empty").  root NULL
+ * leaves the process and its verifiers unconfined (unit tests).
+ */
+void auth_serve(struct config *cfg, int parent_fd, int listener_fd,
+    const char *root) __attribute__((noreturn));
 /* END auth.c declarations */
 
 /* BEGIN tls.c declarations (owned by tls.c) */

@@ -6,6 +6,8 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -224,4 +226,80 @@ buf_printf(struct buf *b, const char *fmt, ...)
 	if (n < 0)
 		fatalx("buf_printf: bad format");
 	b->len += (size_t)n;
+}
+
+/*
+ * Signals for poll loops (the self-pipe trick): the handler only records
+ * the signal and writes a byte, so poll() wakes up; the loop then asks
+ * sig_take() what happened.  One instance per process.
+ */
+static int sig_pipe[2] = { -1, -1 };
+static volatile sig_atomic_t sig_seen[NSIG];
+
+static void
+sig_handler(int sig)
+{
+	int saved = errno;
+	char c = (char)sig;
+
+	if (sig > 0 && sig < NSIG)
+		sig_seen[sig] = 1;
+	/* A full pipe already holds a wake-up; nothing is lost. */
+	if (write(sig_pipe[1], &c, 1) == -1)
+		errno = saved;
+	errno = saved;
+}
+
+int
+sig_catch(const int *sigs, size_t n)
+{
+	struct sigaction sa;
+
+	if (sig_pipe[0] == -1 &&
+	    pipe2(sig_pipe, O_NONBLOCK | O_CLOEXEC) == -1)
+		fatal("pipe2");
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = sig_handler;
+	sigemptyset(&sa.sa_mask);
+	sa.sa_flags = SA_RESTART;
+	for (size_t i = 0; i < n; i++)
+		if (sigaction(sigs[i], &sa, NULL) == -1)
+			fatal("sigaction %d", sigs[i]);
+	return sig_pipe[0];
+}
+
+bool
+sig_take(int sig)
+{
+	if (sig <= 0 || sig >= NSIG || !sig_seen[sig])
+		return false;
+	sig_seen[sig] = 0;
+	return true;
+}
+
+bool
+sig_pending(int sig)
+{
+	return sig > 0 && sig < NSIG && sig_seen[sig];
+}
+
+void
+sig_drain(void)
+{
+	char buf[64];
+
+	while (sig_pipe[0] != -1 && read(sig_pipe[0], buf, sizeof(buf)) > 0)
+		;
+}
+
+void
+sig_close(void)
+{
+	for (int i = 0; i < 2; i++) {
+		if (sig_pipe[i] != -1)
+			(void)close(sig_pipe[i]);
+		sig_pipe[i] = -1;
+	}
+	for (int s = 0; s < NSIG; s++)
+		sig_seen[s] = 0;
 }
