@@ -178,6 +178,8 @@ int bsnprintf(char *buf, size_t size, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* Write all of buf to a blocking descriptor, retrying on EINTR. */
 int write_all(int fd, const void *buf, size_t len);
+/* len decimal digits (1..20, no sign, no overflow) into *out: 0 or -1. */
+int parse_u64(const char *s, size_t len, uint64_t *out);
 /* Monotonic seconds, for timeouts and rate windows. */
 time_t monotime(void);
 /* Random lower-case hex string of 2*nbytes characters into out. */

@@ -179,25 +179,6 @@ smtp_qualify(char *addr, size_t addrlen, const char *domain)
 	return 0;
 }
 
-/* "SIZE=123": 0 and *out, or -1 for anything but 1..20 digits. */
-static int
-smtp_parse_size(const char *s, size_t len, uint64_t *out)
-{
-	uint64_t v = 0;
-	size_t i;
-
-	if (len == 0 || len > 20)
-		return -1;
-	for (i = 0; i < len; i++) {
-		if (s[i] < '0' || s[i] > '9')
-			return -1;
-		if (v > (UINT64_MAX - (uint64_t)(s[i] - '0')) / 10)
-			return -1;
-		v = v * 10 + (uint64_t)(s[i] - '0');
-	}
-	*out = v;
-	return 0;
-}
 
 static bool
 smtp_keyword(const char *tok, size_t keylen, const char *want)
@@ -216,7 +197,7 @@ smtp_mail_param(const char *tok, size_t len, uint64_t maxsize,
 	size_t vlen = eq != NULL ? len - keylen - 1 : 0;
 
 	if (smtp_keyword(tok, keylen, "SIZE")) {
-		if (smtp_parse_size(val, vlen, &m->size) == -1)
+		if (parse_u64(val, vlen, &m->size) == -1)
 			return smtp_fail(reply, replylen, 501,
 			    "5.5.4 Invalid SIZE parameter");
 		if (m->size > maxsize)
