@@ -8,14 +8,14 @@
  * that bare addresses gain "@domain", a rejected Sender is replaced and Bcc
  * is dropped - then whatever fields were missing, then the empty line.
  */
+#include <arpa/inet.h>
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
-
-#include <arpa/inet.h>
 
 #include "msa.h"
 
@@ -558,6 +558,18 @@ policy_helo(const char *helo, char *buf, size_t len)
 	return buf;
 }
 
+/* An address literal or bare IP as HELO name gives the address away. */
+static bool
+policy_helo_is_address(const char *helo)
+{
+	unsigned char tmp[sizeof(struct in6_addr)];
+
+	if (helo == NULL)
+		return false;
+	return helo[0] == '[' || inet_pton(AF_INET, helo, tmp) == 1 ||
+	    inet_pton(AF_INET6, helo, tmp) == 1;
+}
+
 /*
  * RFC 5321 4.4 time stamp, folded at 78 between clauses, "by" always on
  * a line of its own:
@@ -575,7 +587,9 @@ policy_received(const struct pmsg *pm, const char *date, struct buf *out)
 	size_t n;
 
 	ch.n = 0;
-	chunk_add(&ch, "from %s", policy_helo(pc->helo, a, sizeof(a)));
+	/* hide_client_ip: Thunderbird greets with "EHLO [192.0.2.7]". */
+	chunk_add(&ch, "from %s", policy_helo(pc->cfg->hide_client_ip &&
+	    policy_helo_is_address(pc->helo) ? NULL : pc->helo, a, sizeof(a)));
 	if (!pc->cfg->hide_client_ip && pc->client != NULL &&
 	    pc->client[0] != '\0')
 		policy_client_literal(&ch, pc->client);

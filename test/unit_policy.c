@@ -232,6 +232,17 @@ test_received(void)
 	    "Received: hide_client_ip leaves the client address out");
 
 	setup();
+	cfg.hide_client_ip = true;
+	pc.helo = "[192.0.2.7]";
+	expect(COMPLETE,
+	    "Received: from unknown (authenticated as alice)\r\n"
+	    "\tby mail.example.org (msa) with ESMTPSA (TLSv1.3 "
+	    "TLS_AES_256_GCM_SHA384)\r\n"
+	    "\tid 0123456789abcdef; Sun, 29 Nov 2026 18:31:22 +0100\r\n"
+	    COMPLETE "\r\n",
+	    "Received: hide_client_ip also hides an address-literal EHLO name");
+
+	setup();
 	pc.client = "2001:db8::7";
 	expect(COMPLETE,
 	    "Received: from laptop.example.org ([IPv6:2001:db8::7])\r\n"
