@@ -9,16 +9,26 @@
  *
  * Unknown users are checked against a dummy hash with the cost most users
  * have, so "no such user" costs the same bcrypt run as a wrong password.
- * auth_verify() keeps no state: a pool of verifiers can run it (issue 6),
- * and auth_cache_clear() marks where a verification cache must be dropped.
+ *
+ * bcrypt itself runs in a pool of verifier processes, one per CPU, forked
+ * before anything secret is loaded and confined like the auth process;
+ * they get (hash, password) jobs and answer match or not.  The auth
+ * process keeps every piece of state (password table, throttle, rate,
+ * sender rules, auth.cache) single-threaded, queues AUTH requests and
+ * answers each, in whatever order the checks end, under its session's
+ * peerid.  A check in progress counts toward its client's failure budget,
+ * so parallel guesses from one address get no more tries than serial ones.
  */
 #include <sys/types.h>
+#include <sys/wait.h>
 
 #include <crypt.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <malloc.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,7 +36,11 @@
 #include <termios.h>
 #include <unistd.h>
 
+#include <openssl/core_names.h>
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/params.h>
+#include <openssl/rand.h>
 
 #include "msa.h"
 
@@ -495,36 +509,58 @@ auth_hash_password(const char *password, unsigned cost, char *out,
 	return ret;
 }
 
-enum auth_status
-auth_verify(const struct auth_users *u, const char *dummy, const char *user,
-    const char *password)
+int
+auth_setting(const struct auth_users *u, const char *dummy, const char *user,
+    char setting[AUTH_HASH_LEN + 1])
 {
 	const struct auth_user *e = users_find(u, user);
-	char setting[AUTH_HASH_LEN + 1];
+	int cost;
+
+	if (e != NULL) {
+		memcpy(setting, e->hash, AUTH_HASH_LEN + 1);
+		return 1;
+	}
+	if (strlcpy_msa(setting, dummy, AUTH_HASH_LEN + 1) != AUTH_HASH_LEN)
+		return -1;
+	cost = auth_users_dummy_cost(u);
+	setting[4] = (char)('0' + cost / 10);
+	setting[5] = (char)('0' + cost % 10);
+	return 0;
+}
+
+enum auth_status
+auth_check_hash(const char *setting, const char *password)
+{
 	struct crypt_data *cd;
 	const char *r;
 	bool broken, match;
-	int cost;
 
-	if (e != NULL)
-		memcpy(setting, e->hash, sizeof(setting));
-	else {
-		if (strlcpy_msa(setting, dummy, sizeof(setting)) !=
-		    AUTH_HASH_LEN)
-			return AUTH_TEMPFAIL;
-		cost = auth_users_dummy_cost(u);
-		setting[4] = (char)('0' + cost / 10);
-		setting[5] = (char)('0' + cost % 10);
-	}
 	cd = xcalloc(1, sizeof(*cd));
 	r = crypt_rn(password, setting, cd, sizeof(*cd));
-	broken = r == NULL || r[0] == '*' || strlen(r) != AUTH_HASH_LEN;
+	broken = r == NULL || r[0] == '*' || strlen(r) != AUTH_HASH_LEN ||
+	    strlen(setting) != AUTH_HASH_LEN;
 	match = !broken && CRYPTO_memcmp(r, setting, AUTH_HASH_LEN) == 0;
 	explicit_bzero(cd, sizeof(*cd));
 	free(cd);
 	if (broken)
 		return AUTH_TEMPFAIL;
-	return e != NULL && match && password[0] != '\0' ? AUTH_OK : AUTH_FAIL;
+	return match ? AUTH_OK : AUTH_FAIL;
+}
+
+enum auth_status
+auth_verify(const struct auth_users *u, const char *dummy, const char *user,
+    const char *password)
+{
+	char setting[AUTH_HASH_LEN + 1];
+	enum auth_status status;
+	int known;
+
+	if ((known = auth_setting(u, dummy, user, setting)) == -1)
+		return AUTH_TEMPFAIL;
+	status = auth_check_hash(setting, password);
+	if (status == AUTH_OK && (known == 0 || password[0] == '\0'))
+		status = AUTH_FAIL;
+	return status;
 }
 
 static void
@@ -720,6 +756,435 @@ auth_rate_take(struct auth_window *sent, unsigned per_hour, const char *login,
 		return false;
 	auth_window_add(sent, login, now);
 	return true;
+}
+
+/* ------------------------------------------------------------------ */
+/* Verifier pool                                                       */
+
+struct auth_verifier {
+	struct ipc_chan ch;
+	pid_t pid;
+	bool alive;
+	bool busy;
+	uint32_t job; /* the job it is running, when busy */
+};
+
+struct auth_pool {
+	struct auth_verifier v[AUTH_POOL_MAX];
+	size_t n;
+};
+
+size_t
+auth_pool_size(void)
+{
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+	cpu_set_t set;
+
+	/* A container or taskset may give this process fewer CPUs. */
+	CPU_ZERO(&set);
+	if (sched_getaffinity(0, sizeof(set), &set) == 0 &&
+	    CPU_COUNT(&set) > 0 && CPU_COUNT(&set) < n)
+		n = CPU_COUNT(&set);
+	if (n < AUTH_POOL_MIN)
+		return AUTH_POOL_MIN;
+	return n > AUTH_POOL_MAX ? AUTH_POOL_MAX : (size_t)n;
+}
+
+/* A verifier's whole life: one job in, one answer out, until EOF. */
+static void __attribute__((noreturn))
+auth_verifier_run(int fd)
+{
+	struct auth_verify_job job;
+	struct auth_verify_res res;
+	struct ipc_chan ch;
+	struct ipc_msg m;
+	int r;
+
+	ipc_init(&ch, fd);
+	for (;;) {
+		if ((r = ipc_wait(&ch, &m, -1)) == 0)
+			continue;
+		if (r == -1) /* the auth process is gone */
+			_exit(0);
+		if (r == -2 || m.hdr.type != IMSG_AUTH_REQ ||
+		    m.hdr.len != sizeof(job) || m.fd != -1)
+			fatalx("event=verifier-error reason=\"malformed job\"");
+		memcpy(&job, m.data, sizeof(job));
+		explicit_bzero(m.data, m.hdr.len);
+		memset(&res, 0, sizeof(res));
+		if (!IPC_STR_OK(job.setting) || !IPC_STR_OK(job.password))
+			res.status = AUTH_TEMPFAIL;
+		else
+			res.status = auth_check_hash(job.setting, job.password);
+		explicit_bzero(&job, sizeof(job));
+		ipc_compose(&ch, IMSG_AUTH_RES, m.hdr.peerid, -1, &res,
+		    sizeof(res));
+		if (ipc_flush_all(&ch) == -1)
+			_exit(0);
+	}
+}
+
+struct auth_pool *
+auth_pool_new(size_t n, void (*setup)(void *), void *arg)
+{
+	struct auth_pool *p = xcalloc(1, sizeof(*p));
+	size_t i, k;
+	int sv[2];
+	pid_t pid;
+
+	for (i = 0; i < n && i < AUTH_POOL_MAX; i++) {
+		ipc_socketpair(sv);
+		if ((pid = fork()) == -1)
+			fatal("fork verifier");
+		if (pid == 0) {
+			(void)close(sv[0]);
+			/* Holding a sibling's channel would keep it from
+			 * seeing EOF when the auth process goes. */
+			for (k = 0; k < i; k++)
+				(void)close(p->v[k].ch.fd);
+			if (setup != NULL)
+				setup(arg);
+			/* What set-up and the sandbox left on the heap is
+			 * copied memory now: give it back. */
+			(void)malloc_trim(0);
+			auth_verifier_run(sv[1]);
+		}
+		(void)close(sv[1]);
+		ipc_init(&p->v[i].ch, sv[0]);
+		p->v[i].pid = pid;
+		p->v[i].alive = true;
+		p->n++;
+	}
+	return p;
+}
+
+void
+auth_pool_free(struct auth_pool *p)
+{
+	size_t i;
+
+	if (p == NULL)
+		return;
+	for (i = 0; i < p->n; i++) {
+		if (p->v[i].alive)
+			ipc_close(&p->v[i].ch);
+		while (waitpid(p->v[i].pid, NULL, 0) == -1 && errno == EINTR)
+			;
+	}
+	free(p);
+}
+
+size_t
+auth_pool_alive(const struct auth_pool *p)
+{
+	size_t i, n = 0;
+
+	for (i = 0; i < p->n; i++)
+		n += p->v[i].alive;
+	return n;
+}
+
+size_t
+auth_pool_idle(const struct auth_pool *p)
+{
+	size_t i, n = 0;
+
+	for (i = 0; i < p->n; i++)
+		n += p->v[i].alive && !p->v[i].busy;
+	return n;
+}
+
+pid_t
+auth_pool_pid(const struct auth_pool *p, size_t i)
+{
+	return i < p->n ? p->v[i].pid : -1;
+}
+
+/* It cannot be restarted in the sandbox (no fork): carry on without it. */
+static void
+pool_drop(struct auth_verifier *v, const char *why, auth_pool_done_fn *done,
+    void *arg)
+{
+	log_warnx("event=verifier-lost pid=%ld reason=%s", (long)v->pid, why);
+	ipc_close(&v->ch);
+	v->alive = false;
+	if (v->busy && done != NULL) {
+		v->busy = false;
+		done(arg, v->job, AUTH_TEMPFAIL);
+	}
+	v->busy = false;
+}
+
+int
+auth_pool_submit(struct auth_pool *p, uint32_t id, const char *setting,
+    const char *password)
+{
+	struct auth_verify_job job;
+	struct auth_verifier *v;
+	size_t i;
+
+	for (i = 0; i < p->n; i++) {
+		v = &p->v[i];
+		if (!v->alive || v->busy)
+			continue;
+		memset(&job, 0, sizeof(job));
+		strlcpy_msa(job.setting, setting, sizeof(job.setting));
+		strlcpy_msa(job.password, password, sizeof(job.password));
+		ipc_compose(&v->ch, IMSG_AUTH_REQ, id, -1, &job, sizeof(job));
+		explicit_bzero(&job, sizeof(job));
+		/* An idle verifier's socket is empty: this does not block. */
+		if (ipc_flush_all(&v->ch) == -1) {
+			pool_drop(v, "gone", NULL, NULL);
+			continue;
+		}
+		v->busy = true;
+		v->job = id;
+		return 0;
+	}
+	return -1;
+}
+
+size_t
+auth_pool_pollfds(const struct auth_pool *p, struct pollfd *pfd)
+{
+	size_t i;
+
+	for (i = 0; i < p->n; i++) {
+		pfd[i].fd = p->v[i].alive ? p->v[i].ch.fd : -1;
+		pfd[i].events = POLLIN;
+		pfd[i].revents = 0;
+	}
+	return p->n;
+}
+
+/* One answer from v: 0 taken, -1 v was dropped. */
+static int
+pool_answer(struct auth_verifier *v, const struct ipc_msg *m,
+    auth_pool_done_fn *done, void *arg)
+{
+	struct auth_verify_res res;
+
+	if (m->hdr.type != IMSG_AUTH_RES || m->hdr.len != sizeof(res) ||
+	    m->fd != -1 || !v->busy || m->hdr.peerid != v->job) {
+		if (m->fd != -1)
+			(void)close(m->fd);
+		pool_drop(v, "unexpected-answer", done, arg);
+		return -1;
+	}
+	memcpy(&res, m->data, sizeof(res));
+	if (res.status != AUTH_OK && res.status != AUTH_FAIL &&
+	    res.status != AUTH_TEMPFAIL) {
+		pool_drop(v, "bad-status", done, arg);
+		return -1;
+	}
+	v->busy = false;
+	done(arg, m->hdr.peerid, (enum auth_status)res.status);
+	return 0;
+}
+
+void
+auth_pool_input(struct auth_pool *p, const struct pollfd *pfd,
+    auth_pool_done_fn *done, void *arg)
+{
+	struct auth_verifier *v;
+	struct ipc_msg m;
+	size_t i;
+	int r;
+
+	for (i = 0; i < p->n; i++) {
+		v = &p->v[i];
+		if (!v->alive || pfd[i].revents == 0)
+			continue;
+		if (pfd[i].revents & POLLNVAL)
+			fatalx("poll: verifier channel %zu is not open", i);
+		while ((r = ipc_recv(&v->ch, &m)) == 1)
+			if (pool_answer(v, &m, done, arg) == -1)
+				break;
+		if (r == -1)
+			pool_drop(v, "exited", done, arg);
+		else if (r == -2)
+			pool_drop(v, "malformed-frame", done, arg);
+	}
+}
+
+/* ------------------------------------------------------------------ */
+/* Verification cache                                                  */
+
+/*
+ * The trade-off of auth.cache: a bcrypt check costs 60-250 ms of CPU on
+ * purpose, so that a stolen hash is slow to crack; a cache entry is a
+ * SHA-256 HMAC, cheap to test guesses against.  What it costs:
+ *  - for the cache's lifetime, anyone who can read this process's memory
+ *    (root, a core dump, code execution in auth) can test guesses for
+ *    the cached passwords at HMAC speed, if they take the key as well.
+ *    The key is random per start and per reset, never written anywhere,
+ *    and the process is not dumpable; such an attacker would see
+ *    passwords arrive in clear anyway.
+ *  - online guessing gains nothing: only successes are cached, every
+ *    miss goes to bcrypt and counts toward auth.max_failures, and a hit
+ *    needs the right password.
+ *  - a password changed in the file still works from the cache until
+ *    the file is reloaded (SIGHUP), which clears the cache.
+ * What it buys: a client that logs in for every message (most do) pays
+ * bcrypt once per duration instead of once per message.
+ */
+#define CACHE_KEY_LEN 32
+#define CACHE_MAC_LEN 32
+
+struct cache_entry {
+	unsigned char mac[CACHE_MAC_LEN];
+	int64_t expires; /* 0: free */
+};
+
+struct auth_cache {
+	EVP_MAC *hmac;
+	EVP_MAC_CTX *keyed; /* HMAC-SHA256 with the key set: copied per use */
+	struct cache_entry *v;
+	size_t max;
+};
+
+int64_t
+auth_now_ms(void)
+{
+	struct timespec ts;
+
+	if (clock_gettime(CLOCK_MONOTONIC, &ts) == -1)
+		fatal("clock_gettime");
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* A fresh random key into c->keyed: 0, or -1 (the key is unchanged). */
+static int
+cache_rekey(struct auth_cache *c)
+{
+	unsigned char key[CACHE_KEY_LEN];
+	OSSL_PARAM params[2];
+	int ok;
+
+	params[0] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST,
+	    (char *)"SHA256", 0);
+	params[1] = OSSL_PARAM_construct_end();
+	ok = RAND_bytes(key, sizeof(key)) == 1 &&
+	    EVP_MAC_init(c->keyed, key, sizeof(key), params) == 1;
+	explicit_bzero(key, sizeof(key));
+	return ok ? 0 : -1;
+}
+
+/* HMAC(key, login || 0x00 || password): 0, or -1 if OpenSSL failed. */
+static int
+cache_mac(const struct auth_cache *c, const char *login,
+    const char *password, unsigned char mac[CACHE_MAC_LEN])
+{
+	EVP_MAC_CTX *ctx;
+	size_t len = 0;
+	int ok;
+
+	if ((ctx = EVP_MAC_CTX_dup(c->keyed)) == NULL)
+		return -1;
+	ok = EVP_MAC_update(ctx, (const unsigned char *)login,
+		 strlen(login) + 1) == 1 &&
+	    EVP_MAC_update(ctx, (const unsigned char *)password,
+		strlen(password)) == 1 &&
+	    EVP_MAC_final(ctx, mac, &len, CACHE_MAC_LEN) == 1 &&
+	    len == CACHE_MAC_LEN;
+	EVP_MAC_CTX_free(ctx);
+	return ok ? 0 : -1;
+}
+
+struct auth_cache *
+auth_cache_new(size_t max)
+{
+	struct auth_cache *c = xcalloc(1, sizeof(*c));
+	unsigned char mac[CACHE_MAC_LEN];
+
+	c->max = max > 0 ? max : 1;
+	c->v = xcalloc(c->max, sizeof(*c->v));
+	/* The first use fetches the algorithms: do it before any chroot. */
+	if ((c->hmac = EVP_MAC_fetch(NULL, "HMAC", NULL)) == NULL ||
+	    (c->keyed = EVP_MAC_CTX_new(c->hmac)) == NULL ||
+	    cache_rekey(c) == -1 || cache_mac(c, "", "", mac) == -1) {
+		log_warnx("event=cache-error reason=\"OpenSSL cannot make "
+			  "an HMAC-SHA256 key\"");
+		auth_cache_free(c);
+		return NULL;
+	}
+	return c;
+}
+
+void
+auth_cache_free(struct auth_cache *c)
+{
+	if (c == NULL)
+		return;
+	EVP_MAC_CTX_free(c->keyed);
+	EVP_MAC_free(c->hmac);
+	explicit_bzero(c->v, c->max * sizeof(*c->v));
+	free(c->v);
+	free(c);
+}
+
+bool
+auth_cache_check(const struct auth_cache *c, const char *login,
+    const char *password, int64_t now)
+{
+	unsigned char mac[CACHE_MAC_LEN];
+	bool hit = false;
+	size_t i;
+
+	if (c == NULL || cache_mac(c, login, password, mac) == -1)
+		return false;
+	/* Every live entry is compared: no early exit to time. */
+	for (i = 0; i < c->max; i++)
+		if (c->v[i].expires > now)
+			hit |= CRYPTO_memcmp(c->v[i].mac, mac, sizeof(mac)) ==
+			    0;
+	explicit_bzero(mac, sizeof(mac));
+	return hit;
+}
+
+void
+auth_cache_add(struct auth_cache *c, const char *login, const char *password,
+    int64_t now, int64_t ttl)
+{
+	unsigned char mac[CACHE_MAC_LEN];
+	size_t i, slot = 0;
+
+	if (c == NULL || ttl <= 0 || cache_mac(c, login, password, mac) == -1)
+		return;
+	/* The same pair again, else an expired slot, else the oldest. */
+	for (i = 0; i < c->max; i++) {
+		if (CRYPTO_memcmp(c->v[i].mac, mac, sizeof(mac)) == 0 &&
+		    c->v[i].expires != 0) {
+			slot = i;
+			break;
+		}
+		if (c->v[i].expires < c->v[slot].expires)
+			slot = i; /* free slots are 0, expired ones <= now */
+	}
+	memcpy(c->v[slot].mac, mac, sizeof(mac));
+	c->v[slot].expires = now + ttl;
+	explicit_bzero(mac, sizeof(mac));
+}
+
+void
+auth_cache_reset(struct auth_cache *c)
+{
+	if (c == NULL)
+		return;
+	explicit_bzero(c->v, c->max * sizeof(*c->v));
+	if (cache_rekey(c) == -1)
+		log_warnx("event=cache-error reason=\"cannot change the "
+			  "key; keeping the old one\"");
+}
+
+size_t
+auth_cache_count(const struct auth_cache *c, int64_t now)
+{
+	size_t i, n = 0;
+
+	for (i = 0; c != NULL && i < c->max; i++)
+		n += c->v[i].expires > now;
+	return n;
 }
 
 /* ------------------------------------------------------------------ */
@@ -968,9 +1433,35 @@ passwd_main(const char *name)
 /* ------------------------------------------------------------------ */
 /* The auth process                                                    */
 
+/*
+ * An AUTH request from the moment it is read until it is answered.
+ * WAITING: its client's failure budget is taken by attempts in progress
+ * (or not yet checked).  ADMITTED: it counts toward that budget and
+ * waits for a verifier.  RUNNING: a verifier has it.  DONE: answered.
+ */
+enum auth_req_state { REQ_WAITING, REQ_ADMITTED, REQ_RUNNING, REQ_DONE };
+
+struct auth_req {
+	enum auth_req_state state;
+	uint32_t peerid; /* the session, for the reply */
+	uint32_t job; /* its verification's number while RUNNING */
+	unsigned gen; /* ap->gen when setting was chosen */
+	bool known; /* setting is the user's own hash */
+	char setting[AUTH_HASH_LEN + 1];
+	struct ipc_auth_req req;
+};
+
 struct auth_proc {
 	struct config *cfg;
+	const char *root; /* chroot of the process and its verifiers */
+	int parent_fd, listener_fd; /* for the verifiers to close */
 	struct ipc_chan parent, listener;
+	struct auth_pool *pool;
+	struct auth_req **pend; /* in arrival order */
+	size_t npend;
+	uint32_t lastjob;
+	unsigned gen; /* bumped whenever the password table changes */
+	struct auth_cache *cache; /* NULL: auth.cache off */
 	struct auth_users *users;
 	struct sender_rule *senders; /* active rules */
 	size_t nsenders;
@@ -989,14 +1480,18 @@ struct auth_handler {
 };
 
 /*
- * Everything a verification cache would have learnt depends on the
- * password file and the sender rules: when either changes, drop it.
- * There is no cache yet (auth.cache, issue 6); this is where it goes.
+ * Everything the verification cache has learnt depends on the password
+ * file and the sender rules: when either is reloaded, drop it.  A check
+ * that was running when the table changed is decided (and cached) by the
+ * new table (auth_on_verified).
  */
 static void
 auth_cache_clear(struct auth_proc *ap)
 {
-	(void)ap;
+	if (ap->cache == NULL)
+		return;
+	auth_cache_reset(ap->cache);
+	log_debug("event=cache-cleared");
 }
 
 static void
@@ -1023,6 +1518,7 @@ auth_users_replace(struct auth_proc *ap, struct auth_users *u,
 
 	auth_users_free(ap->users);
 	ap->users = u;
+	ap->gen++;
 	auth_cache_clear(ap);
 	(void)log_sanitize(path, sizeof(path), ap->cfg->auth_users);
 	if (auth_users_count(u) == 0)
@@ -1142,6 +1638,8 @@ auth_on_reload_users(struct auth_proc *ap, struct ipc_msg *m)
 	char path[MAX_PATHLEN];
 	int n;
 
+	/* SIGHUP flushes the cache even if the new file is refused. */
+	auth_cache_clear(ap);
 	if (m->fd == -1) {
 		log_warnx("event=reload-failed reason=\"no descriptor for "
 			  "the password file\"");
@@ -1210,14 +1708,165 @@ auth_status_name(enum auth_status s)
 }
 
 static void
+auth_log_result(const struct ipc_auth_req *req, enum auth_status status,
+    const char *how)
+{
+	char login[MAX_LOGIN], client[CLIENT_ADDR_LEN];
+
+	log_info("event=auth login=%s client=%s result=%s%s",
+	    log_sanitize(login, sizeof(login), req->user),
+	    log_sanitize(client, sizeof(client), req->client),
+	    auth_status_name(status), how);
+}
+
+static void
+auth_req_finish(struct auth_proc *ap, struct auth_req *r,
+    enum auth_status status, const char *how)
+{
+	auth_log_result(&r->req, status, how);
+	explicit_bzero(r->req.password, sizeof(r->req.password));
+	auth_reply_auth(ap, r->peerid, status, r->req.user);
+	r->state = REQ_DONE;
+}
+
+/* Requests of client that count toward its failure budget. */
+static unsigned
+auth_in_progress(const struct auth_proc *ap, const char *client)
+{
+	unsigned n = 0;
+	size_t i;
+
+	for (i = 0; i < ap->npend; i++)
+		if ((ap->pend[i]->state == REQ_ADMITTED ||
+			ap->pend[i]->state == REQ_RUNNING) &&
+		    strcmp(ap->pend[i]->req.client, client) == 0)
+			n++;
+	return n;
+}
+
+/*
+ * A request may be checked (by the cache or a verifier) only while its
+ * client's failures plus its checks in progress stay under
+ * max_failures: a burst of parallel guesses from one address gets no
+ * more answers than a sequence would.  Checks in progress always end, so
+ * a waiting request is either admitted or throttled later.
+ */
+static bool
+auth_req_admit(struct auth_proc *ap, struct auth_req *r, time_t now)
+{
+	unsigned max = ap->cfg->auth_max_failures;
+	const char *client = r->req.client;
+	bool hit;
+
+	if (auth_throttled(ap->fails, max, client, now)) {
+		auth_req_finish(ap, r, AUTH_THROTTLED, "");
+		return false;
+	}
+	if (max != 0 && auth_window_count(ap->fails, client, now) +
+		    auth_in_progress(ap, client) >= max)
+		return false;
+	r->known = auth_setting(ap->users, ap->dummy, r->req.user,
+		       r->setting) == 1;
+	r->gen = ap->gen;
+	r->state = REQ_ADMITTED;
+	/* Only successes are cached, so a hit needs the right password;
+	 * every request is looked up, unknown users too (equal timing). */
+	hit = auth_cache_check(ap->cache, r->req.user, r->req.password,
+	    auth_now_ms());
+	if (hit && r->known && r->req.password[0] != '\0') {
+		auth_req_finish(ap, r, AUTH_OK, " cache=hit");
+		return false;
+	}
+	return true;
+}
+
+static void
+auth_req_step(struct auth_proc *ap, struct auth_req *r, time_t now)
+{
+	if (r->state == REQ_WAITING && !auth_req_admit(ap, r, now))
+		return;
+	if (r->state != REQ_ADMITTED || auth_pool_idle(ap->pool) == 0)
+		return;
+	if (++ap->lastjob == 0)
+		ap->lastjob = 1;
+	if (auth_pool_submit(ap->pool, ap->lastjob, r->setting,
+		r->req.password) == 0) {
+		r->job = ap->lastjob;
+		r->state = REQ_RUNNING;
+	}
+}
+
+/* Move every request as far as it can go, then drop the answered ones. */
+static void
+auth_requests_run(struct auth_proc *ap)
+{
+	time_t now = monotime();
+	size_t i, k = 0;
+
+	for (i = 0; i < ap->npend; i++)
+		auth_req_step(ap, ap->pend[i], now);
+	for (i = 0; i < ap->npend; i++) {
+		if (ap->pend[i]->state != REQ_DONE) {
+			ap->pend[k++] = ap->pend[i];
+			continue;
+		}
+		explicit_bzero(ap->pend[i], sizeof(*ap->pend[i]));
+		free(ap->pend[i]);
+	}
+	ap->npend = k;
+}
+
+/* A verifier's answer for job id (auth_pool_done_fn). */
+static void
+auth_on_verified(void *arg, uint32_t id, enum auth_status status)
+{
+	struct auth_proc *ap = arg;
+	char setting[AUTH_HASH_LEN + 1];
+	struct auth_req *r = NULL;
+	size_t i;
+
+	for (i = 0; i < ap->npend && r == NULL; i++)
+		if (ap->pend[i]->state == REQ_RUNNING &&
+		    ap->pend[i]->job == id)
+			r = ap->pend[i];
+	if (r == NULL) {
+		log_warnx("event=verifier-error reason=\"answer for unknown "
+			  "job %u\"",
+		    id);
+		return;
+	}
+	/* The password file was reloaded meanwhile: check against the
+	 * table in force if the user's hash is no longer the same. */
+	if (r->gen != ap->gen) {
+		r->known = auth_setting(ap->users, ap->dummy, r->req.user,
+			       setting) == 1;
+		r->gen = ap->gen;
+		if (strcmp(setting, r->setting) != 0) {
+			memcpy(r->setting, setting, sizeof(setting));
+			r->state = REQ_ADMITTED;
+			return;
+		}
+	}
+	if (status == AUTH_OK && (!r->known || r->req.password[0] == '\0'))
+		status = AUTH_FAIL;
+	if (status == AUTH_OK)
+		auth_cache_add(ap->cache, r->req.user, r->req.password,
+		    auth_now_ms(), (int64_t)ap->cfg->auth_cache * 1000);
+	else if (status == AUTH_FAIL)
+		auth_window_add(ap->fails, r->req.client, monotime());
+	auth_req_finish(ap, r, status, ap->cache != NULL ? " cache=miss" : "");
+}
+
+/*
+ * A request is queued, never verified here: the verifiers answer in any
+ * order and the reply carries the session's peerid.
+ */
+static void
 auth_on_auth_req(struct auth_proc *ap, struct ipc_msg *m)
 {
-	struct ipc_auth_req req;
-	enum auth_status status;
-	char login[MAX_LOGIN], client[CLIENT_ADDR_LEN];
-	time_t now;
+	struct auth_req *r;
 
-	if (m->hdr.len != sizeof(req) || m->fd != -1) {
+	if (m->hdr.len != sizeof(r->req) || m->fd != -1) {
 		log_warnx("event=auth result=tempfail reason=\"malformed "
 			  "request of %u bytes\"",
 		    m->hdr.len);
@@ -1225,33 +1874,26 @@ auth_on_auth_req(struct auth_proc *ap, struct ipc_msg *m)
 		auth_reply_auth(ap, m->hdr.peerid, AUTH_TEMPFAIL, NULL);
 		return;
 	}
-	memcpy(&req, m->data, sizeof(req));
+	r = xcalloc(1, sizeof(*r));
+	r->state = REQ_WAITING;
+	r->peerid = m->hdr.peerid;
+	memcpy(&r->req, m->data, sizeof(r->req));
 	explicit_bzero(m->data, m->hdr.len);
-	if (!IPC_STR_OK(req.user) || !IPC_STR_OK(req.password) ||
-	    !IPC_STR_OK(req.client)) {
+	if (!IPC_STR_OK(r->req.user) || !IPC_STR_OK(r->req.password) ||
+	    !IPC_STR_OK(r->req.client)) {
 		log_warnx("event=auth result=tempfail reason=\"unterminated "
 			  "field in request\"");
-		status = AUTH_TEMPFAIL;
-		goto reply;
+		r->req.user[0] = '\0';
+		auth_reply_auth(ap, r->peerid, AUTH_TEMPFAIL, NULL);
+	} else if (ap->npend >= AUTH_MAX_PENDING) {
+		auth_log_result(&r->req, AUTH_TEMPFAIL, " reason=busy");
+		auth_reply_auth(ap, r->peerid, AUTH_TEMPFAIL, NULL);
+	} else {
+		ap->pend[ap->npend++] = r;
+		return;
 	}
-	now = monotime();
-	if (auth_throttled(ap->fails, ap->cfg->auth_max_failures, req.client,
-		now))
-		status = AUTH_THROTTLED;
-	else {
-		status = auth_verify(ap->users, ap->dummy, req.user,
-		    req.password);
-		if (status == AUTH_FAIL)
-			auth_window_add(ap->fails, req.client, now);
-	}
-	log_info("event=auth login=%s client=%s result=%s",
-	    log_sanitize(login, sizeof(login), req.user),
-	    log_sanitize(client, sizeof(client), req.client),
-	    auth_status_name(status));
-reply:
-	explicit_bzero(req.password, sizeof(req.password));
-	auth_reply_auth(ap, m->hdr.peerid, status, req.user);
-	explicit_bzero(&req, sizeof(req));
+	explicit_bzero(r, sizeof(*r));
+	free(r);
 }
 
 static void
@@ -1340,34 +1982,38 @@ auth_parent_input(struct auth_proc *ap)
 }
 
 /*
- * One request per turn of the loop: a bcrypt run is long, so the reply
- * goes out at once and the parent's frames are not kept waiting behind
- * a queue of requests.  The listener is not trusted: bad frames are
- * logged and dropped.
+ * Requests are only queued here, so a turn can read many; a bounded
+ * number keeps the parent's frames (a reload) from waiting behind a
+ * flood.  The listener is not trusted: bad frames are logged and dropped.
  */
+#define AUTH_FRAMES_PER_TURN 64
+
 static void
 auth_listener_input(struct auth_proc *ap)
 {
 	struct ipc_msg m;
-	int r;
+	int i, r;
 
-	if ((r = ipc_recv(&ap->listener, &m)) == 0)
-		return;
-	if (r == -1)
-		auth_exit("listener-gone");
-	if (r == -2) {
-		log_warnx("event=ipc-error peer=listener reason=malformed");
-		return;
+	for (i = 0; i < AUTH_FRAMES_PER_TURN; i++) {
+		if ((r = ipc_recv(&ap->listener, &m)) == 0)
+			return;
+		if (r == -1)
+			auth_exit("listener-gone");
+		if (r == -2) {
+			log_warnx("event=ipc-error peer=listener "
+				  "reason=malformed");
+			continue;
+		}
+		if (!auth_dispatch(ap, auth_listener_handlers,
+			sizeof(auth_listener_handlers) /
+			    sizeof(auth_listener_handlers[0]),
+			&m))
+			log_warnx("event=ipc-error peer=listener "
+				  "reason=\"unexpected frame %u\"",
+			    m.hdr.type);
+		if (m.fd != -1)
+			(void)close(m.fd);
 	}
-	if (!auth_dispatch(ap, auth_listener_handlers,
-		sizeof(auth_listener_handlers) /
-		    sizeof(auth_listener_handlers[0]),
-		&m))
-		log_warnx("event=ipc-error peer=listener reason=\"unexpected "
-			  "frame %u\"",
-		    m.hdr.type);
-	if (m.fd != -1)
-		(void)close(m.fd);
 }
 
 static void
@@ -1382,8 +2028,8 @@ auth_flush(struct auth_proc *ap)
 static void __attribute__((noreturn))
 auth_loop(struct auth_proc *ap)
 {
-	struct pollfd pfd[2];
-	size_t i;
+	struct pollfd pfd[2 + AUTH_POOL_MAX];
+	size_t i, n;
 
 	for (;;) {
 		pfd[0].fd = ap->parent.fd;
@@ -1394,7 +2040,8 @@ auth_loop(struct auth_proc *ap)
 			pfd[0].events |= POLLOUT;
 		if (ipc_write_pending(&ap->listener))
 			pfd[1].events |= POLLOUT;
-		if (poll(pfd, 2, -1) == -1) {
+		n = 2 + auth_pool_pollfds(ap->pool, pfd + 2);
+		if (poll(pfd, n, -1) == -1) {
 			if (errno == EINTR)
 				continue;
 			fatal("poll");
@@ -1405,31 +2052,70 @@ auth_loop(struct auth_proc *ap)
 		if (pfd[0].revents != 0)
 			auth_parent_input(ap);
 		auth_senders_commit(ap);
+		auth_pool_input(ap->pool, pfd + 2, auth_on_verified, ap);
+		if (auth_pool_alive(ap->pool) == 0)
+			fatalx("event=exit reason=\"every verifier is gone\"");
 		if (pfd[1].revents != 0)
 			auth_listener_input(ap);
+		auth_requests_run(ap);
 		auth_flush(ap);
 	}
+}
+
+/* In a new verifier: keep nothing of the auth process, then confine. */
+static void
+auth_verifier_setup(void *arg)
+{
+	struct auth_proc *ap = arg;
+
+	(void)close(ap->parent_fd);
+	(void)close(ap->listener_fd);
+	if (ap->root != NULL)
+		proc_confine(ap->cfg, ROLE_AUTH, ap->root);
+	log_setproc("auth-verifier");
+}
+
+void
+auth_serve(struct config *cfg, int parent_fd, int listener_fd,
+    const char *root)
+{
+	static struct auth_proc ap;
+
+	ap.cfg = cfg;
+	ap.root = root;
+	ap.parent_fd = parent_fd;
+	ap.listener_fd = listener_fd;
+	/* First, so that no verifier ever holds a hash or the cache key. */
+	ap.pool = auth_pool_new(auth_pool_size(), auth_verifier_setup, &ap);
+	ap.pend = xcalloc(AUTH_MAX_PENDING, sizeof(*ap.pend));
+	/* Everything that needs a file or entropy happens before the chroot. */
+	auth_load_users_at_start(&ap);
+	auth_senders_set(&ap, cfg->senders, cfg->nsenders);
+	ap.fails = auth_window_new(AUTH_FAIL_WINDOW, AUTH_MAX_CLIENTS);
+	ap.sent = auth_window_new(AUTH_RATE_WINDOW, AUTH_MAX_USERS);
+	if (cfg->auth_cache > 0 &&
+	    (ap.cache = auth_cache_new(AUTH_CACHE_MAX)) == NULL)
+		log_warnx("event=cache-off reason=\"no HMAC in OpenSSL\"");
+	tzset();
+	ipc_init(&ap.parent, parent_fd);
+	ipc_init(&ap.listener, listener_fd);
+	if (root != NULL)
+		proc_confine(cfg, ROLE_AUTH, root);
+	/* bcrypt at cost 12 takes a while: do it confined, not as root. */
+	auth_make_dummy(&ap);
+	log_info("event=auth-ready verifiers=%zu cache=%llds",
+	    auth_pool_alive(ap.pool),
+	    ap.cache != NULL ? (long long)cfg->auth_cache : 0LL);
+	auth_loop(&ap);
 }
 
 void
 auth_main(struct config *cfg, int parent_fd, int listener_fd)
 {
-	static struct auth_proc ap;
 	char empty[MAX_PATHLEN];
 
-	ap.cfg = cfg;
-	/* Everything that needs a file or entropy happens before the chroot. */
-	auth_load_users_at_start(&ap);
-	auth_senders_set(&ap, cfg->senders, cfg->nsenders);
-	auth_make_dummy(&ap);
-	ap.fails = auth_window_new(AUTH_FAIL_WINDOW, AUTH_MAX_CLIENTS);
-	ap.sent = auth_window_new(AUTH_RATE_WINDOW, AUTH_MAX_USERS);
-	tzset();
 	if (bsnprintf(empty, sizeof(empty), "%s/%s", cfg->spool,
 		SPOOL_EMPTY) == -1)
 		fatalx("spool path too long: %s", cfg->spool);
-	ipc_init(&ap.parent, parent_fd);
-	ipc_init(&ap.listener, listener_fd);
-	proc_confine(cfg, ROLE_AUTH, empty);
-	auth_loop(&ap);
+	auth_serve(cfg, parent_fd, listener_fd, empty);
 }

@@ -658,10 +658,54 @@ int queue_tmp_create(int tmp_fd, int queue_fd, char id[QUEUE_ID_LEN + 1],
 /*
  * Commit tmp/ID as message env->id: check its size is env->size, fsync it,
  * write tmp/ID.env and fsync it, rename to queue/ID.data then queue/ID.env
- * (the commit point), fsync both directories.  On failure nothing of the
- * message is left, tmp/ID included.
+ * (the commit point), fsync queue/.  On failure nothing of the message is
+ * left, tmp/ID included.  (tmp/ is emptied at every start, so the names it
+ * loses need no fsync.)  It is the two steps below for one message.
  */
 int queue_commit_files(int tmp_fd, int queue_fd, const struct queue_env *env);
+
+/*
+ * Group commit: concurrent commits share the fsync of queue/, and no reply
+ * is sent before a message's own data, envelope and names are durable.
+ * Step 1, queue_commit_prepare, runs in the queue's sync workers, several
+ * messages at once: tmp/ID must be env->size bytes; fsync it; write
+ * tmp/ID.env and fsync it.  On failure both tmp files are removed.
+ * Step 2, queue_commit_batch, runs in the queue process for every message
+ * prepared since the last batch: status[i] is message i's prepare result
+ * (0 ok, else an errno value, and that message is skipped); each prepared
+ * message is published (queue_commit_publish: tmp/ID -> queue/ID.data,
+ * tmp/ID.env -> queue/ID.env, undone if either rename fails), then queue/
+ * is fsync'd ONCE for the batch.  On return status[i] is 0 only if message
+ * i is durable (reply 250); a failure of one message leaves the others
+ * alone, but if the fsync of queue/ fails nobody knows which names reached
+ * the disk, so every message published in the batch is unpublished
+ * (queue/ID.env, then queue/ID.data removed) and gets that error.  Returns
+ * how many messages were committed.
+ */
+int queue_commit_prepare(int tmp_fd, const struct queue_env *env);
+int queue_commit_publish(int tmp_fd, int queue_fd, const char *id);
+void queue_commit_unpublish(int queue_fd, const char *id);
+size_t queue_commit_batch(int tmp_fd, int queue_fd,
+    const struct queue_env *const *env, int *status, size_t n);
+
+/*
+ * The sync workers: QUEUE_SYNC_WORKERS processes forked by the queue
+ * process before its confinement, each confined like it (chroot into the
+ * spool, uid msa, the queue's seccomp filter), each dying with it
+ * (PR_SET_PDEATHSIG).  They speak ipc.c framing with these two private
+ * types, one request at a time, hdr.peerid a ticket of the queue's choice:
+ *   IMSG_QUEUE_SYNC      struct ipc_queue_sync, then the IMSG_QUEUE_COMMIT
+ *                        payload (struct ipc_envelope + nrcpt ipc_rcpt)
+ *   IMSG_QUEUE_SYNC_RES  struct ipc_queue_committed: queue_commit_prepare's
+ *                        result for that id
+ */
+#define QUEUE_SYNC_WORKERS 4
+#define QUEUE_BATCH_MAX 64 /* messages published per fsync of queue/ */
+#define IMSG_QUEUE_SYNC (IMSG_MAX + 1)
+#define IMSG_QUEUE_SYNC_RES (IMSG_MAX + 2)
+struct ipc_queue_sync {
+	int64_t created; /* wall clock the envelope records */
+};
 /* Replace queue/ID.env crash-safely (tmp/ID.env, fsync, rename, fsync). */
 int queue_env_store(int tmp_fd, int queue_fd, const struct queue_env *env);
 /* Read and parse queue/ID.env; -1 with the reason in err. */
@@ -1006,6 +1050,8 @@ struct auth_pool *auth_pool_new(size_t n, void (*setup)(void *),
 void auth_pool_free(struct auth_pool *p);
 size_t auth_pool_alive(const struct auth_pool *p);
 size_t auth_pool_idle(const struct auth_pool *p);
+/* Verifier i's process id (tests), -1 out of range. */
+pid_t auth_pool_pid(const struct auth_pool *p, size_t i);
 /* Hand (setting, password) to an idle verifier as job id (not 0):
  * 0, or -1 if no verifier is idle. */
 int auth_pool_submit(struct auth_pool *p, uint32_t id, const char *setting,
@@ -1219,6 +1265,71 @@ void relay_deliver(const struct relay_env *env,
 /* Check an IMSG_RELAY_JOB payload: 0 with *job and *rcpts, or -1 + err. */
 int relay_job_parse(const void *data, size_t len, struct ipc_relay_job *job,
     const struct ipc_rcpt **rcpts, char *err, size_t errlen);
+
+/*
+ * Connection reuse.  A worker keeps the session its last job left open
+ * (struct relay_cache, with the last TLS session for resumption); the
+ * next job to the same destination runs over it (RSET pipelined with
+ * MAIL, RCPT and DATA) and, if it turns out dead before any recipient was
+ * accepted, over a new connection as if none had been kept.
+ * relay_deliver() is relay_deliver_cached() without a cache.
+ */
+#define RELAY_KEY_MAX (MAX_DOMAIN + 80)
+#define RELAY_IDLE_SECS 5 /* an idle worker with a session is kept so long */
+struct relay_cache;
+struct relay_cache *relay_cache_new(void);
+/* Close the kept connection (QUIT first if quit) and free everything. */
+void relay_cache_free(struct relay_cache *k, bool quit);
+void relay_cache_drop(struct relay_cache *k, bool quit);
+bool relay_cache_open(const struct relay_cache *k);
+/* The destination key of the kept connection, "" if none. */
+const char *relay_cache_key(const struct relay_cache *k);
+/* Its descriptor (to poll while idle), -1 if none. */
+int relay_cache_fd(const struct relay_cache *k);
+/* The server spoke or closed while idle: true if still usable. */
+bool relay_cache_check(struct relay_cache *k);
+void relay_deliver_cached(const struct relay_env *env,
+    struct relay_cache *cache, const struct ipc_relay_job *job,
+    const struct ipc_rcpt *rcpts, int data_fd,
+    struct ipc_relay_result *results);
+/*
+ * Where a job goes, as the key idle sessions are kept under:
+ * "smarthost:HOST:PORT" in smarthost mode, "mx:" and the recipient domain
+ * (lower case, no trailing dot) in mx mode.
+ */
+void relay_dest_key(const struct config *cfg,
+    const struct ipc_relay_job *job, char *out, size_t outlen);
+
+/*
+ * Between the relay process and its workers (their private socketpair),
+ * IMSG_RELAY_DONE carries this instead of struct ipc_queue_id; the relay
+ * process forwards a plain ipc_queue_id to the queue.  idle 1: the worker
+ * keeps a session to the job's destination and waits for another job
+ * (IMSG_RELAY_JOB + descriptor on the same socketpair) until the relay
+ * process closes the socketpair; idle 0: it exits.
+ */
+struct relay_worker_done {
+	char id[QUEUE_ID_LEN + 1];
+	uint32_t idle;
+};
+
+/* Worker slots of the relay process, and which one takes a job. */
+enum relay_slot_state { RELAY_SLOT_FREE, RELAY_SLOT_BUSY, RELAY_SLOT_IDLE };
+struct relay_slot {
+	enum relay_slot_state state;
+	char key[RELAY_KEY_MAX]; /* destination of its jobs */
+	time_t since; /* monotime(): BUSY since / IDLE since */
+};
+enum relay_pick {
+	RELAY_PICK_NONE, /* max_busy workers busy already: refuse */
+	RELAY_PICK_IDLE, /* hand it to the idle worker of the same key */
+	RELAY_PICK_FREE, /* fork a worker into a free slot */
+	RELAY_PICK_EVICT, /* retire the idle worker unused the longest, fork */
+};
+enum relay_pick relay_pick_slot(const struct relay_slot *slots, size_t n,
+    unsigned max_busy, const char *key, size_t *idx);
+/* An IDLE slot whose RELAY_IDLE_SECS have passed at now. */
+bool relay_slot_expired(const struct relay_slot *s, time_t now);
 
 /* One SMTP reply, fed line by line. */
 #define RELAY_REPLY_MAXLINES 100

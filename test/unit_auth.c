@@ -1,11 +1,17 @@
 /*
  * unit_auth.c - the password file, bcrypt verification, throttling, the
  * message rate window and `msa passwd`, as an administrator and a mail
- * client see them.  bcrypt runs at cost 4 here to keep the suite fast.
+ * client see them.  bcrypt runs at cost 4 here to keep the suite fast
+ * (cost 12 where a check must be seen to take time).  The verifier pool
+ * and a whole auth process (unconfined, driven over its channels as the
+ * parent and the listener would) run forked from this test.
  */
 #include <sys/stat.h>
+#include <sys/wait.h>
 
 #include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -420,6 +426,526 @@ test_rate(void)
 	auth_window_free(w);
 }
 
+static void
+test_setting(void)
+{
+	char setting[AUTH_HASH_LEN + 1], dummy[AUTH_HASH_LEN + 1];
+	struct auth_users *u = table("bob:" HASH_2B "\n");
+
+	memcpy(dummy, "$2b$12$", 7);
+	memcpy(dummy + 7, &HASH_2B[7], AUTH_HASH_LEN - 7 + 1);
+	is_int(auth_setting(u, dummy, "bob", setting), 1,
+	    "a user in the file is checked against a hash of its own");
+	is_str(setting, HASH_2B, "bob's own hash is the setting");
+	is_int(auth_setting(u, dummy, "mallory", setting), 0,
+	    "an unknown user is checked against the dummy hash");
+	ok(strncmp(setting, "$2b$04$", 7) == 0,
+	    "at the cost the file's users have (04), not the dummy's (12)");
+	is_int(auth_setting(u, "$2b$04$short", "mallory", setting), -1,
+	    "a broken dummy hash is refused");
+	is_int(auth_check_hash(HASH_2B, "secret"), AUTH_OK,
+	    "a verifier's check matches the right password");
+	is_int(auth_check_hash(HASH_2B, "secreT"), AUTH_FAIL,
+	    "and not a wrong one");
+	is_int(auth_check_hash("$2b$04$short", "secret"), AUTH_TEMPFAIL,
+	    "a setting that is not a whole hash is an internal error");
+	auth_users_free(u);
+}
+
+static void
+test_cache(void)
+{
+	const int64_t t0 = 5000000, ttl = 2000;
+	struct auth_cache *c = auth_cache_new(AUTH_CACHE_MAX);
+	char name[16];
+	int i;
+
+	if (!ok(c != NULL, "a cache with a random HMAC-SHA256 key is made"))
+		return;
+	ok(!auth_cache_check(c, "alice", "secret", t0),
+	    "nothing is cached before a successful login");
+	auth_cache_add(c, "alice", "secret", t0, ttl);
+	ok(auth_cache_check(c, "alice", "secret", t0 + 1),
+	    "the same login and password right after: a hit, no bcrypt");
+	ok(!auth_cache_check(c, "alice", "Secret", t0 + 1),
+	    "a wrong password for a cached login misses (goes to bcrypt)");
+	ok(!auth_cache_check(c, "alice", "", t0 + 1),
+	    "an empty password misses");
+	ok(!auth_cache_check(c, "bob", "secret", t0 + 1),
+	    "another login with the same password misses");
+	auth_cache_add(c, "ab", "c", t0, ttl);
+	ok(!auth_cache_check(c, "a", "bc", t0 + 1),
+	    "login and password cannot be shifted into each other (the 0x00 "
+	    "between them)");
+	ok(auth_cache_check(c, "alice", "secret", t0 + ttl - 1),
+	    "a hit up to the last millisecond of auth.cache");
+	ok(!auth_cache_check(c, "alice", "secret", t0 + ttl),
+	    "once auth.cache has passed the pair misses again");
+	is_int(auth_cache_count(c, t0 + ttl), 0, "no entry is live then");
+
+	i = (int)auth_cache_count(c, t0 + 20); /* alice and "ab" */
+	auth_cache_add(c, "alice", "secret", t0, ttl);
+	auth_cache_add(c, "alice", "secret", t0 + 10, ttl);
+	is_int(auth_cache_count(c, t0 + 20), i,
+	    "caching the same pair again keeps one entry for it");
+	ok(auth_cache_check(c, "alice", "secret", t0 + 1500) &&
+		!auth_cache_check(c, "alice", "secret", t0 + 10 + ttl),
+	    "a hit does not extend the entry: it ends auth.cache after the "
+	    "last bcrypt check");
+
+	auth_cache_add(c, "alice", "secret", t0, ttl);
+	auth_cache_reset(c);
+	ok(!auth_cache_check(c, "alice", "secret", t0 + 1),
+	    "after a reset (SIGHUP, new password file) the pair misses");
+	is_int(auth_cache_count(c, t0 + 1), 0, "and the cache is empty");
+	auth_cache_add(c, "alice", "secret", t0, ttl);
+	ok(auth_cache_check(c, "alice", "secret", t0 + 1),
+	    "a new success after the reset is cached under the new key");
+	auth_cache_free(c);
+
+	c = auth_cache_new(4);
+	for (i = 0; i < 5; i++) {
+		(void)snprintf(name, sizeof(name), "user%d", i);
+		auth_cache_add(c, name, "pw", t0 + i, 60000);
+	}
+	is_int(auth_cache_count(c, t0 + 10), 4,
+	    "the table keeps its bound (4 here)");
+	ok(!auth_cache_check(c, "user0", "pw", t0 + 10),
+	    "a new entry in a full table replaces the oldest");
+	ok(auth_cache_check(c, "user1", "pw", t0 + 10) &&
+		auth_cache_check(c, "user4", "pw", t0 + 10),
+	    "the others stay");
+	auth_cache_free(c);
+
+	c = auth_cache_new(2);
+	auth_cache_add(c, "short", "pw", t0, 100);
+	auth_cache_add(c, "long", "pw", t0 + 1, 60000);
+	auth_cache_add(c, "new", "pw", t0 + 200, 60000);
+	ok(auth_cache_check(c, "long", "pw", t0 + 300) &&
+		auth_cache_check(c, "new", "pw", t0 + 300),
+	    "an expired entry makes room before a live one");
+	auth_cache_free(c);
+
+	ok(!auth_cache_check(NULL, "alice", "secret", t0),
+	    "with auth.cache off (no cache) nothing ever hits");
+	auth_cache_add(NULL, "alice", "secret", t0, ttl);
+	auth_cache_reset(NULL);
+}
+
+/* ------------------------------------------------------------------ */
+/* The verifier pool and the auth process                              */
+
+struct job_result {
+	int status;
+	int calls;
+	int seq; /* 1 for the first answer, 2 for the next... */
+};
+
+static struct job_result results[32];
+static int answers;
+
+static void
+record(void *arg, uint32_t id, enum auth_status status)
+{
+	(void)arg;
+	if (id < 32) {
+		results[id].status = status;
+		results[id].calls++;
+		results[id].seq = ++answers;
+	}
+}
+
+/* Job i of test_pool is job number 10 + i. */
+static int
+submit(struct auth_pool *p, size_t i, const char *setting,
+    const char *password)
+{
+	return auth_pool_submit(p, (uint32_t)(10 + i), setting, password);
+}
+
+/* Wait for the pool's answers until want jobs are done or 20 s pass. */
+static int
+pool_collect(struct auth_pool *p, int want)
+{
+	struct pollfd pfd[AUTH_POOL_MAX];
+	double end = seconds() + 20;
+	int done, i;
+	size_t n;
+
+	for (;;) {
+		for (done = 0, i = 0; i < 32; i++)
+			done += results[i].calls;
+		if (done >= want || seconds() > end)
+			return done;
+		n = auth_pool_pollfds(p, pfd);
+		if (poll(pfd, n, 1000) > 0)
+			auth_pool_input(p, pfd, record, NULL);
+	}
+}
+
+static void
+test_pool(void)
+{
+	char slow[AUTH_HASH_LEN + 1];
+	const struct {
+		const char *setting, *password;
+		int want;
+	} jobs[] = {
+		{ slow, "slow", AUTH_OK }, /* cost 12: ends last */
+		{ HASH_2B, "secret", AUTH_OK },
+		{ HASH_2A, "wrong", AUTH_FAIL },
+		{ HTPASSWD_2Y, "secret", AUTH_OK },
+		{ HASH_2B, "secret!", AUTH_FAIL },
+		{ "$2b$04$short", "secret", AUTH_TEMPFAIL },
+		{ HASH_2A, "secret", AUTH_OK },
+		{ HTPASSWD_2Y, "", AUTH_FAIL },
+		{ HASH_2B, "Secret", AUTH_FAIL },
+		{ HASH_2A, "secret", AUTH_OK },
+	};
+	const size_t njobs = sizeof(jobs) / sizeof(jobs[0]);
+	struct pollfd pfd[AUTH_POOL_MAX];
+	struct auth_pool *p;
+	size_t i, n, next = 0;
+	bool routed = true, once = true;
+	int done = 0;
+	double end;
+
+	if (auth_hash_password("slow", 12, slow, sizeof(slow)) == -1) {
+		ok(0, "a cost-12 hash");
+		return;
+	}
+	n = auth_pool_size();
+	ok(n >= AUTH_POOL_MIN && n <= AUTH_POOL_MAX,
+	    "the pool is sized to the CPUs, between 2 and 8 (%zu here)", n);
+	memset(results, 0, sizeof(results));
+	answers = 0;
+	p = auth_pool_new(4, NULL, NULL);
+	is_int(auth_pool_alive(p), 4, "four verifier processes are started");
+	while (next < njobs &&
+	    submit(p, next, jobs[next].setting, jobs[next].password) == 0)
+		next++;
+	is_int(next, 4, "four jobs are taken at once");
+	is_int(auth_pool_idle(p), 0, "and keep the four verifiers busy");
+	is_int(auth_pool_submit(p, 99, HASH_2B, "secret"), -1,
+	    "a fifth job waits: no verifier is idle");
+	end = seconds() + 30;
+	while (done < (int)njobs && seconds() < end) {
+		n = auth_pool_pollfds(p, pfd);
+		if (poll(pfd, n, 1000) > 0)
+			auth_pool_input(p, pfd, record, NULL);
+		while (next < njobs && submit(p, next, jobs[next].setting,
+					   jobs[next].password) == 0)
+			next++;
+		for (done = 0, i = 0; i < 32; i++)
+			done += results[i].calls;
+	}
+	is_int(done, (int)njobs, "all %zu verifications complete", njobs);
+	for (i = 0; i < njobs; i++) {
+		routed = routed && results[10 + i].status == jobs[i].want;
+		once = once && results[10 + i].calls == 1;
+		if (results[10 + i].status != jobs[i].want)
+			printf("#   job %zu: got %d, want %d\n", 10 + i,
+			    results[10 + i].status, jobs[i].want);
+	}
+	ok(routed, "each answer comes back under its own job number");
+	ok(results[10].seq == (int)njobs,
+	    "answers come as checks end: the slow first job is answered "
+	    "last");
+	ok(once, "and each job is answered exactly once");
+	is_int(auth_pool_idle(p), 4, "the verifiers are idle again");
+
+	/* A verifier that dies: its job fails temporarily, the rest go on. */
+	memset(results, 0, sizeof(results));
+	(void)auth_pool_submit(p, 1, slow, "slow");
+	(void)usleep(20 * 1000);
+	(void)kill(auth_pool_pid(p, 0), SIGKILL);
+	is_int(pool_collect(p, 1), 1, "a job whose verifier died is answered");
+	is_int(results[1].status, AUTH_TEMPFAIL, "with a temporary failure");
+	is_int(auth_pool_alive(p), 3, "the pool goes on with three verifiers");
+	ok(auth_pool_submit(p, 2, HASH_2B, "secret") == 0 &&
+		pool_collect(p, 2) == 2 && results[2].status == AUTH_OK,
+	    "and they still verify");
+	auth_pool_free(p);
+}
+
+/* An auth process (unconfined) driven as the parent and the listener. */
+struct auth_child {
+	pid_t pid;
+	struct ipc_chan parent, listener;
+};
+
+struct reply {
+	int status;
+	int count;
+	char login[MAX_LOGIN];
+};
+
+static struct reply replies[64];
+
+static void
+auth_start(struct auth_child *ac, struct config *cfg)
+{
+	int ps[2], ls[2];
+
+	ipc_socketpair(ps);
+	ipc_socketpair(ls);
+	(void)fflush(stdout);
+	if ((ac->pid = fork()) == 0) {
+		(void)close(ps[0]);
+		(void)close(ls[0]);
+		log_init(LOG_LVL_ERROR, false, "auth");
+		auth_serve(cfg, ps[1], ls[1], NULL);
+	}
+	(void)close(ps[1]);
+	(void)close(ls[1]);
+	ipc_init(&ac->parent, ps[0]);
+	ipc_init(&ac->listener, ls[0]);
+}
+
+/* Closing its channels ends the auth process and then its verifiers. */
+static int
+auth_stop(struct auth_child *ac)
+{
+	int status = -1;
+
+	ipc_close(&ac->parent);
+	ipc_close(&ac->listener);
+	(void)waitpid(ac->pid, &status, 0);
+	return status;
+}
+
+static void
+auth_send(struct auth_child *ac, uint32_t peerid, const char *user,
+    const char *password, const char *client)
+{
+	struct ipc_auth_req req;
+
+	memset(&req, 0, sizeof(req));
+	strlcpy_msa(req.user, user, sizeof(req.user));
+	strlcpy_msa(req.password, password, sizeof(req.password));
+	strlcpy_msa(req.client, client, sizeof(req.client));
+	ipc_compose(&ac->listener, IMSG_AUTH_REQ, peerid, -1, &req,
+	    sizeof(req));
+	(void)ipc_flush_all(&ac->listener);
+}
+
+/* Read n AUTH replies into replies[peerid]; how many came in 20 s. */
+static int
+auth_collect(struct auth_child *ac, int n)
+{
+	struct ipc_auth_res res;
+	struct ipc_msg m;
+	int got = 0;
+
+	while (got < n && ipc_wait(&ac->listener, &m, 20000) == 1) {
+		if (m.hdr.type != IMSG_AUTH_RES || m.hdr.len < sizeof(res) ||
+		    m.hdr.peerid >= 64)
+			continue;
+		memcpy(&res, m.data, sizeof(res));
+		replies[m.hdr.peerid].status = res.status;
+		replies[m.hdr.peerid].count++;
+		strlcpy_msa(replies[m.hdr.peerid].login, res.login, MAX_LOGIN);
+		got++;
+	}
+	return got;
+}
+
+/* Status of one request sent and answered alone. */
+static int
+auth_one(struct auth_child *ac, uint32_t peerid, const char *user,
+    const char *password, const char *client)
+{
+	replies[peerid].status = -1;
+	auth_send(ac, peerid, user, password, client);
+	if (auth_collect(ac, 1) != 1)
+		return -1;
+	return replies[peerid].status;
+}
+
+static void
+write_users(const char *path, const char *user, const char *hash)
+{
+	char line[MAX_LOGIN + AUTH_HASH_LEN + 8];
+	int fd;
+
+	(void)snprintf(line, sizeof(line), "%s:%s\n", user, hash);
+	if ((fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600)) == -1 ||
+	    write_all(fd, line, strlen(line)) == -1)
+		printf("# cannot write %s\n", path);
+	if (fd != -1)
+		(void)close(fd);
+}
+
+/* What the parent does on SIGHUP: a fresh descriptor of the file. */
+static void
+auth_reload(struct auth_child *ac, const char *path)
+{
+	int fd = open(path, O_RDONLY);
+
+	ipc_compose(&ac->parent, IMSG_RELOAD_USERS, 0, fd, NULL, 0);
+	(void)ipc_flush_all(&ac->parent);
+}
+
+static void
+test_cfg(struct config *cfg, const char *users, unsigned max_failures,
+    time_t cache)
+{
+	config_defaults(cfg);
+	strlcpy_msa(cfg->domain, "example.org", sizeof(cfg->domain));
+	strlcpy_msa(cfg->auth_users, users, sizeof(cfg->auth_users));
+	cfg->auth_max_failures = max_failures;
+	cfg->auth_cache = cache;
+}
+
+static int
+count_status(int from, int to, int status)
+{
+	int i, n = 0;
+
+	for (i = from; i <= to; i++)
+		n += replies[i].count == 1 && replies[i].status == status;
+	return n;
+}
+
+static void
+test_auth_process(void)
+{
+	static const struct {
+		const char *user, *password;
+		int want;
+	} reqs[] = {
+		{ "alice", "secret", AUTH_OK },
+		{ "bob", "secret", AUTH_OK },
+		{ "alice", "wrong", AUTH_FAIL },
+		{ "mallory", "secret", AUTH_FAIL },
+		{ "alice", "secret", AUTH_OK },
+		{ "bob", "", AUTH_FAIL },
+	};
+	char path[] = "/tmp/unit_auth_users.XXXXXX", client[32];
+	const char *file = "alice:" HASH_2B "\nbob:" HTPASSWD_2Y "\n";
+	struct auth_child ac;
+	struct config cfg;
+	bool routed = true;
+	int fd, i;
+
+	if ((fd = mkstemp(path)) == -1 ||
+	    write_all(fd, file, strlen(file)) == -1) {
+		ok(0, "a temporary password file");
+		return;
+	}
+	(void)close(fd);
+	test_cfg(&cfg, path, 3, 0);
+	auth_start(&ac, &cfg);
+
+	memset(replies, 0, sizeof(replies));
+	for (i = 0; i < 6; i++) {
+		(void)snprintf(client, sizeof(client), "192.0.2.%d", i + 1);
+		auth_send(&ac, (uint32_t)(11 + i), reqs[i].user,
+		    reqs[i].password, client);
+	}
+	is_int(auth_collect(&ac, 6), 6,
+	    "six AUTH requests sent at once are all answered");
+	for (i = 0; i < 6; i++)
+		routed = routed && replies[11 + i].count == 1 &&
+		    replies[11 + i].status == reqs[i].want;
+	ok(routed, "each reply carries its session's peerid, whatever order "
+		   "the verifiers finish in");
+	is_str(replies[12].login, "bob", "a success names its login");
+
+	memset(replies, 0, sizeof(replies));
+	for (i = 0; i < 8; i++)
+		auth_send(&ac, (uint32_t)(21 + i), "alice", "guess",
+		    "198.51.100.7");
+	is_int(auth_collect(&ac, 8), 8,
+	    "a burst of 8 parallel wrong passwords from one address is "
+	    "answered");
+	is_int(count_status(21, 28, AUTH_FAIL), 3,
+	    "exactly max_failures (3) of them are checked and fail (535)");
+	is_int(count_status(21, 28, AUTH_THROTTLED), 5,
+	    "the other 5 are throttled (421) without a check");
+	is_int(auth_one(&ac, 29, "alice", "secret", "198.51.100.7"),
+	    AUTH_THROTTLED, "then even the right password is throttled");
+
+	memset(replies, 0, sizeof(replies));
+	for (i = 0; i < 6; i++)
+		auth_send(&ac, (uint32_t)(31 + i), "alice", "secret",
+		    "203.0.113.9");
+	is_int(auth_collect(&ac, 6), 6,
+	    "6 parallel logins from one address are answered");
+	is_int(count_status(31, 36, AUTH_OK), 6,
+	    "and all succeed: waiting for the budget is not a failure");
+
+	ipc_compose(&ac.listener, IMSG_AUTH_REQ, 40, -1, "short", 5);
+	(void)ipc_flush_all(&ac.listener);
+	ok(auth_collect(&ac, 1) == 1 && replies[40].status == AUTH_TEMPFAIL,
+	    "a malformed request gets a temporary failure, not silence");
+	ok(auth_one(&ac, 41, "bob", "secret", "192.0.2.50") == AUTH_OK,
+	    "and the process goes on");
+	is_int(auth_stop(&ac), 0, "the auth process exits 0 when the "
+				  "listener goes");
+	(void)unlink(path);
+}
+
+static void
+test_auth_process_cache(void)
+{
+	char path[] = "/tmp/unit_auth_users.XXXXXX";
+	char h12[AUTH_HASH_LEN + 1], hnew[AUTH_HASH_LEN + 1];
+	const char *ip = "192.0.2.77";
+	struct auth_child ac;
+	struct config cfg;
+	double t1, t2;
+	int fd;
+
+	if ((fd = mkstemp(path)) == -1 ||
+	    auth_hash_password("old-pw", 12, h12, sizeof(h12)) == -1 ||
+	    auth_hash_password("new-pw", 4, hnew, sizeof(hnew)) == -1) {
+		ok(0, "a temporary password file and its hashes");
+		return;
+	}
+	(void)close(fd);
+	write_users(path, "alice", h12);
+	test_cfg(&cfg, path, 100, 60);
+	auth_start(&ac, &cfg);
+	/* Once started (its dummy hash made), a bcrypt-12 check is timed. */
+	is_int(auth_one(&ac, 9, "nobody", "x", ip), AUTH_FAIL,
+	    "the auth process is up");
+
+	t1 = seconds();
+	is_int(auth_one(&ac, 1, "alice", "old-pw", ip), AUTH_OK,
+	    "with auth.cache on, the first login checks bcrypt and succeeds");
+	t1 = seconds() - t1;
+	t2 = seconds();
+	is_int(auth_one(&ac, 2, "alice", "old-pw", ip), AUTH_OK,
+	    "the second login succeeds");
+	t2 = seconds() - t2;
+	ok(t2 < t1 / 2, "from the cache: %.1f ms instead of bcrypt's %.1f ms",
+	    t2 * 1e3, t1 * 1e3);
+	is_int(auth_one(&ac, 3, "alice", "old-pW", ip), AUTH_FAIL,
+	    "a wrong password for the cached login fails");
+
+	write_users(path, "alice", hnew);
+	auth_reload(&ac, path);
+	is_int(auth_one(&ac, 4, "alice", "old-pw", ip), AUTH_FAIL,
+	    "after a reload with a new hash the cached old password fails");
+	is_int(auth_one(&ac, 5, "alice", "new-pw", ip), AUTH_OK,
+	    "and the new one works");
+
+	write_users(path, "alice", h12);
+	auth_reload(&ac, path);
+	auth_send(&ac, 6, "alice", "old-pw", ip);
+	(void)usleep(60 * 1000); /* bcrypt-12 is running now */
+	write_users(path, "alice", hnew);
+	auth_reload(&ac, path);
+	ok(auth_collect(&ac, 1) == 1 && replies[6].status == AUTH_FAIL,
+	    "a check running while the file changes is decided by the new "
+	    "file");
+	is_int(auth_one(&ac, 7, "alice", "old-pw", ip), AUTH_FAIL,
+	    "and its old password was not cached");
+	is_int(auth_stop(&ac), 0, "the auth process exits 0");
+	(void)unlink(path);
+}
+
 static int
 read_pw(const char *input, size_t len, char *pw, size_t pwsize, char *err,
     size_t errlen)
@@ -550,6 +1076,11 @@ main(void)
 	test_rights();
 	test_throttle();
 	test_rate();
+	test_setting();
+	test_cache();
+	test_pool();
+	test_auth_process();
+	test_auth_process_cache();
 	test_read_password();
 	test_passwd();
 	return done_testing();
