@@ -177,8 +177,12 @@ bounce_status_part(const struct bounce_ctx *bc, const struct bounce_rcpt *r,
 		    bounce_clean(addr, sizeof(addr), r[i].addr));
 		buf_addstr(out, "Action: failed\r\n");
 		buf_printf(out, "Status: %s\r\n", r[i].status);
+		/* "smtp" only for a remote server's reply; msa's own verdicts
+		 * (DNS, connection) carry a private type, as Postfix's do. */
 		if (r[i].reply[0] != '\0')
-			buf_printf(out, "Diagnostic-Code: smtp; %s\r\n",
+			buf_printf(out, "Diagnostic-Code: %s; %s\r\n",
+			    bounce_skip_code(r[i].reply) != r[i].reply ? "smtp"
+								   : "X-msa",
 			    bounce_clean(reply, sizeof(reply), r[i].reply));
 		if (r[i].last_attempt != 0)
 			buf_printf(out, "Last-Attempt-Date: %s\r\n",

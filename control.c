@@ -63,10 +63,13 @@ control_connect(const struct config *cfg, char *path, size_t pathlen)
 		return -1;
 	}
 	if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == -1) {
+		int e = errno;
+
 		fprintf(stderr,
-		    "msa: queue: cannot reach the queue process at %s: %s "
-		    "(is msa running?)\n",
-		    path, strerror(errno));
+		    "msa: queue: cannot reach the queue process at %s: %s%s\n",
+		    path, strerror(e),
+		    e == ENOENT || e == ECONNREFUSED ? " (is msa running?)"
+		    : e == EACCES ? " (only root and the msa user may)" : "");
 		(void)close(fd);
 		return -1;
 	}

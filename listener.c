@@ -29,6 +29,9 @@ struct session {
 	pid_t pid;
 	struct ipc_chan chan;
 	char client[CLIENT_ADDR_LEN];
+	/* Sessions wait for one reply at a time: what it is waiting for. */
+	uint32_t awaiting_auth; /* IMSG_AUTH_REQ, IMSG_RATE_REQ or 0 */
+	uint32_t awaiting_queue; /* IMSG_QUEUE_CREATE, _COMMIT or 0 */
 };
 
 static struct config *config;
@@ -293,6 +296,10 @@ listener_session_input(struct session *s)
 			session_kill(s, "sent a forbidden or malformed frame");
 			return;
 		}
+		if (dst == &auth_chan)
+			s->awaiting_auth = m.hdr.type;
+		else if (m.hdr.type != IMSG_QUEUE_ABORT)
+			s->awaiting_queue = m.hdr.type;
 		ipc_compose(dst, m.hdr.type, s->id, -1, m.data, m.hdr.len);
 	}
 	if (r == -2)
@@ -301,15 +308,66 @@ listener_session_input(struct session *s)
 }
 
 /*
+ * A session waiting on a process that died would wait for its timeout:
+ * answer it now with a temporary failure, as the process would have.
+ */
+static void
+listener_fail_pending(struct session *s, uint32_t request)
+{
+	struct ipc_auth_res ares;
+	struct ipc_rate_res rres;
+	struct ipc_queue_created cres;
+	struct ipc_queue_committed mres;
+
+	switch (request) {
+	case IMSG_AUTH_REQ:
+		memset(&ares, 0, sizeof(ares));
+		ares.status = AUTH_TEMPFAIL;
+		ipc_compose(&s->chan, IMSG_AUTH_RES, s->id, -1, &ares,
+		    sizeof(ares));
+		break;
+	case IMSG_RATE_REQ:
+		memset(&rres, 0, sizeof(rres)); /* refused: 450, try later */
+		ipc_compose(&s->chan, IMSG_RATE_RES, s->id, -1, &rres,
+		    sizeof(rres));
+		break;
+	case IMSG_QUEUE_CREATE:
+		memset(&cres, 0, sizeof(cres));
+		cres.status = EIO;
+		ipc_compose(&s->chan, IMSG_QUEUE_CREATE_RES, s->id, -1, &cres,
+		    sizeof(cres));
+		break;
+	case IMSG_QUEUE_COMMIT:
+		memset(&mres, 0, sizeof(mres));
+		mres.status = EIO;
+		ipc_compose(&s->chan, IMSG_QUEUE_COMMIT_RES, s->id, -1, &mres,
+		    sizeof(mres));
+		break;
+	default:
+		break;
+	}
+}
+
+/*
  * The parent restarts a lost auth or queue process and sends its new
- * channel; frames for it wait in the write queue until then.
+ * channel; frames for it wait in the write queue until then.  Requests
+ * already sent, or waiting to be, died with the process.
  */
 static void
 listener_peer_down(struct ipc_chan *ch, const char *name)
 {
 	log_warnx("event=peer-lost peer=%s", name);
-	(void)close(ch->fd);
-	ch->fd = -1;
+	/* Frames not yet sent are answered below too: drop them. */
+	ipc_close(ch);
+	ipc_init(ch, -1);
+	for (size_t i = 0; i < nsessions; i++) {
+		struct session *s = &sessions[i];
+		uint32_t *pending = ch == &auth_chan ? &s->awaiting_auth
+						     : &s->awaiting_queue;
+
+		listener_fail_pending(s, *pending);
+		*pending = 0;
+	}
 }
 
 /* Replies from auth or queue go back to the session they name. */
@@ -326,6 +384,10 @@ listener_peer_input(struct ipc_chan *ch, const char *name)
 				(void)close(m.fd);
 			continue; /* the session ended meanwhile */
 		}
+		if (ch == &auth_chan)
+			s->awaiting_auth = 0;
+		else
+			s->awaiting_queue = 0;
 		ipc_compose(&s->chan, m.hdr.type, m.hdr.peerid, m.fd, m.data,
 		    m.hdr.len);
 	}

@@ -1417,6 +1417,387 @@ class SmtpSink(_Helper):
 
 
 # ---------------------------------------------------------------------------
+# Relay tests (70-74): mail hosts on loopback aliases, certificates signed
+# by a test CA, key=value log lines, msa queue, RFC 3464 reports
+
+def free_port_on(hosts, tries=200):
+    """A TCP port free on every address of hosts at once (relay.mx_port is
+    shared by every MX host, so each fake MX listens on its own loopback
+    address, 127.0.0.N, on that one port)."""
+    for _ in range(tries):
+        port = free_port()
+        socks = []
+        try:
+            for h in hosts:
+                s = socket.socket(socket.AF_INET6 if ":" in h else
+                                  socket.AF_INET, socket.SOCK_STREAM)
+                socks.append(s)
+                s.bind((h, port))
+            return port
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise MsaError("no port free on all of %s" % (hosts,))
+
+
+def have_ipv6():
+    """True if a TCP socket can listen on ::1."""
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+            s.listen()
+        return True
+    except OSError:
+        return False
+
+
+def make_ca(directory, name="ca", cn="msatest CA"):
+    """A fresh self-signed CA (P-256); (cert, key) paths."""
+    cert = os.path.join(directory, name + ".crt")
+    key = os.path.join(directory, name + ".key")
+    p = run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+             "ec_paramgen_curve:P-256", "-days", "3650", "-nodes",
+             "-subj", "/CN=%s" % cn,
+             "-addext", "basicConstraints=critical,CA:TRUE",
+             "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+             "-keyout", key, "-out", cert])
+    if p.returncode != 0:
+        raise RuntimeError("openssl req (CA) failed: %s" % p.stderr)
+    os.chmod(key, 0o600)
+    return cert, key
+
+
+def make_signed_cert(directory, ca, name="leaf", dns=("localhost",),
+                     ips=("127.0.0.1",)):
+    """A server certificate for dns names and ips signed by ca (a
+    (cert, key) pair from make_ca); (cert, key) paths."""
+    cert = os.path.join(directory, name + ".crt")
+    key = os.path.join(directory, name + ".key")
+    csr = os.path.join(directory, name + ".csr")
+    ext = os.path.join(directory, name + ".ext")
+    san = ["DNS:%s" % d for d in dns] + ["IP:%s" % i for i in ips]
+    with open(ext, "w") as f:
+        f.write("basicConstraints=critical,CA:FALSE\n"
+                "keyUsage=critical,digitalSignature\n"
+                "extendedKeyUsage=serverAuth\n")
+        if san:
+            f.write("subjectAltName=%s\n" % ",".join(san))
+    cn = (list(dns) + list(ips) + [name])[0]
+    p = run(["openssl", "req", "-new", "-newkey", "ec", "-pkeyopt",
+             "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=%s" % cn,
+             "-keyout", key, "-out", csr])
+    if p.returncode != 0:
+        raise RuntimeError("openssl req (leaf) failed: %s" % p.stderr)
+    p = run(["openssl", "x509", "-req", "-in", csr, "-CA", ca[0],
+             "-CAkey", ca[1], "-CAcreateserial", "-days", "3650",
+             "-extfile", ext, "-out", cert])
+    if p.returncode != 0:
+        raise RuntimeError("openssl x509 (sign) failed: %s" % p.stderr)
+    os.chmod(key, 0o600)
+    return cert, key
+
+
+_KV = re.compile(r'([A-Za-z_][A-Za-z0-9_.-]*)=("(?:[^"\\]|\\.)*"|\S*)')
+
+
+def kv_parse(line):
+    """{key: value} of a `key=value key="quoted value"` log line."""
+    out = {}
+    for k, v in _KV.findall(line):
+        if len(v) >= 2 and v[0] == '"' and v[-1] == '"':
+            v = v[1:-1]
+        out.setdefault(k, v)
+    return out
+
+
+def log_events(text, event=None, **match):
+    """Log lines of text (msa's stderr log) as dicts, those whose event=
+    is event (any if None) and whose keys equal every key=value of match
+    (a value may be a compiled regex, searched)."""
+    out = []
+    for line in text.splitlines():
+        if "event=" not in line:
+            continue
+        kv = kv_parse(line)
+        if event is not None and kv.get("event") != event:
+            continue
+        good = True
+        for k, want in match.items():
+            got = kv.get(k)
+            if hasattr(want, "search"):
+                good = got is not None and want.search(got) is not None
+            else:
+                good = got == want
+            if not good:
+                break
+        if good:
+            kv["_line"] = line
+            out.append(kv)
+    return out
+
+
+def wait_events(m, event, n=1, timeout=10, **match):
+    """Wait until m's log has at least n such events; the list."""
+    def look():
+        ev = log_events(m.log(), event, **match)
+        return ev if len(ev) >= n else None
+    return wait_for(look, timeout, 0.1) or log_events(m.log(), event, **match)
+
+
+def queue_cmd(m, *args, timeout=30):
+    """`msa -c <m's config> queue ARGS...`: CompletedProcess (text)."""
+    return run_msa("-c", m.cfgpath, "queue", *args, timeout=timeout)
+
+
+def wait_spool_empty(m, timeout=10):
+    """Wait until m's queue/ directory holds no file at all."""
+    return wait_for(lambda: not m.queue_files(), timeout, 0.1) or \
+        not m.queue_files()
+
+
+class Dsn:
+    """A delivery status notification (RFC 3464 / RFC 6522) parsed by hand
+    so a test can say exactly which field is wrong.
+
+    head: {lower-case name: [unfolded values]} of the top header section;
+    content_type: the top Content-Type value; params: its parameters
+    (lower-case names); parts: [(headers dict, body bytes)] in order;
+    per_message: {Field: value} of the first group of the
+    message/delivery-status part; per_recipient: [{Field: value}] of the
+    following groups (field names as written); error: why it could not be
+    parsed, or None."""
+
+    def __init__(self, data):
+        self.data = data
+        self.error = None
+        self.head = {}
+        self.content_type = ""
+        self.params = {}
+        self.parts = []
+        self.per_message = {}
+        self.per_recipient = []
+        try:
+            self._parse()
+        except Exception as e:  # a test reports it, it must not die
+            self.error = "%s: %s" % (type(e).__name__, e)
+
+    @staticmethod
+    def _fields(text):
+        """[(name, value)] of a header block (str), unfolded."""
+        text = re.sub(r"\r?\n[ \t]+", " ", text)
+        out = []
+        for line in re.split(r"\r?\n", text):
+            if not line.strip():
+                continue
+            k, sep, v = line.partition(":")
+            if sep:
+                out.append((k.strip(), v.strip()))
+        return out
+
+    @staticmethod
+    def _ctype(value):
+        main, _, rest = value.partition(";")
+        params = {}
+        for m in re.finditer(r'([A-Za-z0-9_-]+)\s*=\s*("[^"]*"|[^;\s]+)',
+                             rest):
+            v = m.group(2)
+            params[m.group(1).lower()] = v[1:-1] if v.startswith('"') \
+                else v
+        return main.strip().lower(), params
+
+    def _parse(self):
+        head, body = split_message(self.data)
+        for k, v in self._fields(head.decode("utf-8", "replace")):
+            self.head.setdefault(k.lower(), []).append(v)
+        self.content_type, self.params = self._ctype(
+            (self.head.get("content-type") or [""])[0])
+        boundary = self.params.get("boundary")
+        if not boundary:
+            self.error = "no boundary parameter"
+            return
+        delim = b"--" + boundary.encode()
+        chunks = re.split(b"(?:^|\r?\n)" + re.escape(delim), body)
+        if len(chunks) < 2:
+            self.error = "boundary never used"
+            return
+        for chunk in chunks[1:]:
+            if chunk.startswith(b"--"):
+                break  # close delimiter
+            chunk = re.sub(rb"\A[ \t]*\r?\n", b"", chunk, count=1)
+            ph, pb = split_message(chunk)
+            hdrs = {}
+            for k, v in self._fields(ph.decode("utf-8", "replace")):
+                hdrs.setdefault(k.lower(), []).append(v)
+            self.parts.append((hdrs, pb))
+        for hdrs, pb in self.parts:
+            ct, _ = self._ctype((hdrs.get("content-type") or
+                                 ["text/plain"])[0])
+            if ct == "message/delivery-status":
+                groups = [g for g in re.split(
+                    r"\r?\n[ \t]*\r?\n", pb.decode("utf-8", "replace"))
+                    if g.strip()]
+                if groups:
+                    self.per_message = dict(self._fields(groups[0]))
+                    self.per_recipient = [dict(self._fields(g))
+                                          for g in groups[1:]]
+                break
+
+    def part_types(self):
+        return [self._ctype((h.get("content-type") or ["text/plain"])[0])[0]
+                for h, _ in self.parts]
+
+    def part(self, ctype):
+        """Body bytes of the first part of that content type, or None."""
+        for h, b in self.parts:
+            if self._ctype((h.get("content-type") or
+                            ["text/plain"])[0])[0] == ctype:
+                return b
+        return None
+
+    def header(self, name):
+        v = self.head.get(name.lower())
+        return v[0] if v else None
+
+    def recipient(self, addr):
+        """The per-recipient group whose Final-Recipient names addr."""
+        for g in self.per_recipient:
+            fr = g.get("Final-Recipient", "")
+            if fr.split(";", 1)[-1].strip().strip("<>").lower() == \
+                    addr.lower():
+                return g
+        return None
+
+
+# ---------------------------------------------------------------------------
+# Fault injection (80-sigsys.t ... 84-garbage.t)
+
+_cleanup_hooks = []
+
+
+def at_cleanup(fn):
+    """Call fn() at cleanup, after every msa instance and helper is gone
+    and before the temporary directories are removed (last in, first
+    out), also when the test dies or times out."""
+    _cleanup_hooks.append(fn)
+
+
+def mount_tmpfs(path, size="2m", mode="0755"):
+    """Mount a fresh tmpfs of size on path (created if missing; root
+    only); it is unmounted at cleanup."""
+    os.makedirs(path, exist_ok=True)
+    p = run(["mount", "-t", "tmpfs", "-o", "size=%s,mode=%s" % (size, mode),
+             "msatest", path])
+    if p.returncode != 0:
+        raise MsaError("mount -t tmpfs on %s failed: %s" % (path,
+                                                            p.stderr))
+
+    def umount():
+        if run(["umount", path]).returncode != 0:
+            run(["umount", "-l", path])
+    at_cleanup(umount)
+    return path
+
+
+def fs_free(path):
+    """Bytes a non-root writer could still put on path's filesystem."""
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+def fill_fs(path, chunk=65536):
+    """Write the file path until its filesystem is full (ENOSPC); the
+    number of bytes written."""
+    import errno
+    n = 0
+    block = b"\0" * chunk
+    with open(path, "wb", buffering=0) as f:
+        size = chunk
+        while size >= 1:
+            try:
+                w = f.write(block[:size])
+                n += w
+            except OSError as e:
+                if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                    raise
+                size //= 2
+        f.flush()
+    return n
+
+
+def source_connect(port, source, timeout=10):
+    """A plain TCP socket to HOST:port from the loopback address source
+    (127.0.0.2 ...)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    s.bind((source, 0))
+    s.connect((HOST, port))
+    return s
+
+
+def _msa_role_pid(self, role):
+    """The pid of the parent's child named msa-ROLE (listener, auth, queue,
+    relay), or None.  A child that has not yet confined itself has no
+    role name."""
+    for p in self.children():
+        if proc_comm(p) == "msa-" + role:
+            return p
+    return None
+
+
+def _msa_wait_role(self, role, timeout=10, exclude=()):
+    """Wait for a confined (NoNewPrivs 1, Seccomp 2) child msa-ROLE whose
+    pid is not in exclude: its pid, or None."""
+    def look():
+        p = self.role_pid(role)
+        if p is None or p in exclude:
+            return None
+        st = proc_status(p)
+        if st.get("NoNewPrivs") == "1" and st.get("Seccomp") == "2":
+            return p
+        return None
+    return wait_for(look, timeout, 0.05)
+
+
+def _msa_child_deaths(self, start=0):
+    """[(child, 'signal=N' or 'exit=N')] of every event=child-died the
+    parent logged from log offset start."""
+    return re.findall(r"event=child-died child=(\S+) (\S+)",
+                      self.log()[start:])
+
+
+def _msa_queue_cmd(self, *args, timeout=30):
+    """`msa -c msa.yaml queue ARGS...`: CompletedProcess (text)."""
+    return run_msa("-c", self.cfgpath, "queue", *args, timeout=timeout)
+
+
+def _msa_submit_retry(self, login, sender, rcpts, data, timeout=15,
+                      **kw):
+    """submit() until it gets 250 or timeout passes (a restarting daemon
+    may refuse or drop the first tries): (True, Reply) or (False, last
+    Reply or exception)."""
+    end = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < end:
+        try:
+            last = self.submit(login, sender, rcpts, data, **kw)
+            if last.code == 250:
+                return True, last
+        except (OSError, ssl.SSLError, MsaError) as e:
+            last = e
+        time.sleep(0.2)
+    return False, last
+
+
+Msa.role_pid = _msa_role_pid
+Msa.wait_role = _msa_wait_role
+Msa.child_deaths = _msa_child_deaths
+Msa.queue_cmd = _msa_queue_cmd
+Msa.submit_retry = _msa_submit_retry
+
+
+# ---------------------------------------------------------------------------
 # Cleanup
 
 
@@ -1440,6 +1821,12 @@ def _cleanup():
         if pp == me and p not in _helper_pids:
             kill_quietly(p)
     reap_orphans()
+    while _cleanup_hooks:
+        fn = _cleanup_hooks.pop()
+        try:
+            fn()
+        except Exception as e:
+            diag("cleanup hook %r failed: %s" % (fn, e))
     if KEEP:
         for d in _tmpdirs:
             diag("kept %s" % d)

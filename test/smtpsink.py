@@ -20,9 +20,12 @@ version or null, auth login or null, time), and answers by rules:
   --implicit-tls                  TLS from the first byte (--cert/--key)
   --require-tls                   refuse MAIL before STARTTLS (530)
   --auth USER:PASSWORD            require AUTH PLAIN/LOGIN with this login
-                                  (only after TLS unless --auth-without-tls)
+                                  (only after TLS unless --auth-without-tls;
+                                  an --implicit-tls port is TLS throughout)
   --size N                        advertise and enforce SIZE N
   --no-ehlo                       answer EHLO with 502 (HELO fallback)
+  --pipelining                    advertise PIPELINING (RFC 2920; commands
+                                  are read line by line either way)
 
 Every protocol event is logged on stdout as one line `event {json}`
 (connect, helo, auth, mail, rcpt, data, disconnect) with the reply sent.
@@ -108,6 +111,9 @@ class Sink:
     async def handle_EHLO(self, server, session, envelope, hostname,
                           responses):
         session.host_name = hostname
+        if self.args.pipelining and "250-PIPELINING" not in responses:
+            # Before the last line (which must stay "250 HELP").
+            responses.insert(max(1, len(responses) - 1), "250-PIPELINING")
         log_event("helo", verb="EHLO", name=hostname, tls=tls_version(server))
         return responses
 
@@ -252,6 +258,8 @@ def main():
     ap.add_argument("--size", type=int, default=0,
                     help="SIZE limit to advertise and enforce (0: 32 MiB)")
     ap.add_argument("--no-ehlo", action="store_true")
+    ap.add_argument("--pipelining", action="store_true",
+                    help="advertise PIPELINING")
     args = ap.parse_args()
     if (args.starttls or args.implicit_tls) and not (args.cert and args.key):
         ap.error("--starttls/--implicit-tls need --cert and --key")
@@ -274,8 +282,11 @@ def main():
             kw["tls_context"] = ctx
             kw["require_starttls"] = args.require_tls
         if args.auth:
+            # aiosmtpd only counts STARTTLS as TLS: on an implicit-TLS
+            # port the connection is encrypted from the first byte.
             kw.update(authenticator=sink.authenticator, auth_required=True,
-                      auth_require_tls=not args.auth_without_tls)
+                      auth_require_tls=not (args.auth_without_tls or
+                                            args.implicit_tls))
         return SinkSMTP(sink, **kw)
 
     server = loop.run_until_complete(loop.create_server(
