@@ -32,6 +32,7 @@ struct session {
 	/* Sessions wait for one reply at a time: what it is waiting for. */
 	uint32_t awaiting_auth; /* IMSG_AUTH_REQ, IMSG_RATE_REQ or 0 */
 	uint32_t awaiting_queue; /* IMSG_QUEUE_CREATE, _COMMIT or 0 */
+	char committing[QUEUE_ID_LEN + 1]; /* the id of that commit */
 };
 
 static struct config *config;
@@ -269,9 +270,10 @@ listener_route_from_session(struct session *s, struct ipc_msg *m)
 	case IMSG_QUEUE_COMMIT: {
 		struct ipc_envelope *env = (void *)m->data;
 
-		if (m->hdr.len < sizeof(*env))
+		if (m->hdr.len < sizeof(*env) || !IPC_STR_OK(env->id))
 			return NULL;
 		strlcpy_msa(env->client, s->client, sizeof(env->client));
+		strlcpy_msa(s->committing, env->id, sizeof(s->committing));
 		return &queue_chan;
 	}
 	default:
@@ -340,6 +342,7 @@ listener_fail_pending(struct session *s, uint32_t request)
 	case IMSG_QUEUE_COMMIT:
 		memset(&mres, 0, sizeof(mres));
 		mres.status = EIO;
+		strlcpy_msa(mres.id, s->committing, sizeof(mres.id));
 		ipc_compose(&s->chan, IMSG_QUEUE_COMMIT_RES, s->id, -1, &mres,
 		    sizeof(mres));
 		break;
@@ -402,8 +405,14 @@ listener_replace_chan(struct ipc_chan *ch, int fd, const char *name)
 {
 	if (fd == -1)
 		fatalx("parent sent a %s channel without a descriptor", name);
-	if (ch->fd != -1)
-		(void)close(ch->fd);
+	if (ch->fd != -1) {
+		/* The parent's word came before the old channel's end of
+		 * file (same poll round): take its last replies, then fail
+		 * what it still owed, as for any lost peer. */
+		listener_peer_input(ch, name);
+		if (ch->fd != -1)
+			listener_peer_down(ch, name);
+	}
 	ch->fd = fd;
 	log_info("event=peer-restarted peer=%s", name);
 }

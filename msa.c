@@ -288,17 +288,54 @@ kill_child(enum child_slot slot, int sig)
 		(void)kill(children[slot].pid, sig);
 }
 
-/* Wait for a dead child's pid so that a restart does not race it. */
 static void
-reap_pid(pid_t pid)
+log_child_death(enum child_slot slot, int status)
 {
-	for (int i = 0; i < 50; i++) {
-		if (waitpid(pid, NULL, WNOHANG) != 0)
+	char how[64];
+
+	if (WIFSIGNALED(status))
+		(void)bsnprintf(how, sizeof(how), "signal=%d", WTERMSIG(status));
+	else
+		(void)bsnprintf(how, sizeof(how), "exit=%d", WEXITSTATUS(status));
+	log_warnx("event=child-died child=%s %s", child_names[slot], how);
+}
+
+/*
+ * Stop and reap the partner of a lost child before the restart.  If it
+ * died on its own meanwhile (killed too, or it exited when it saw the
+ * lost one go), log that like any child's death: reaping it silently
+ * would hide a crash.  Our own SIGTERM (or the SIGKILL after 5 s) is not
+ * logged.
+ */
+static void
+stop_partner(enum child_slot slot)
+{
+	pid_t pid = children[slot].pid;
+	int status = 0, i;
+	pid_t r;
+
+	if (pid <= 0)
+		return;
+	children[slot].pid = -1;
+	if (waitpid(pid, &status, WNOHANG) == pid) {
+		log_child_death(slot, status);
+		return;
+	}
+	(void)kill(pid, SIGTERM);
+	for (i = 0; i < 50; i++) {
+		if ((r = waitpid(pid, &status, WNOHANG)) == pid)
+			break;
+		if (r == -1)
 			return;
 		(void)usleep(100 * 1000);
 	}
-	(void)kill(pid, SIGKILL);
-	(void)waitpid(pid, NULL, 0);
+	if (i == 50) {
+		(void)kill(pid, SIGKILL);
+		(void)waitpid(pid, NULL, 0);
+		return;
+	}
+	if (WIFSIGNALED(status) && WTERMSIG(status) != SIGTERM)
+		log_child_death(slot, status);
 }
 
 static void
@@ -320,15 +357,9 @@ static void
 restart_queue_relay(void)
 {
 	struct peer_fds p;
-	pid_t other;
 
-	for (int s = CHILD_QUEUE; s <= CHILD_RELAY; s++) {
-		if ((other = children[s].pid) > 0) {
-			(void)kill(other, SIGTERM);
-			reap_pid(other);
-			children[s].pid = -1;
-		}
-	}
+	for (int s = CHILD_QUEUE; s <= CHILD_RELAY; s++)
+		stop_partner((enum child_slot)s);
 	peer_fds_init(&p);
 	ipc_socketpair(p.listener_queue);
 	ipc_socketpair(p.queue_relay);
@@ -343,13 +374,8 @@ restart_queue_relay(void)
 static void
 restart_everything(void)
 {
-	for (int s = 0; s < CHILD_MAX; s++) {
-		if (children[s].pid > 0) {
-			(void)kill(children[s].pid, SIGTERM);
-			reap_pid(children[s].pid);
-			children[s].pid = -1;
-		}
-	}
+	for (int s = 0; s < CHILD_MAX; s++)
+		stop_partner((enum child_slot)s);
 	start_all();
 }
 
@@ -364,16 +390,10 @@ crash_looping(enum child_slot slot)
 static void
 child_died(enum child_slot slot, int status)
 {
-	char how[64];
-
-	if (WIFSIGNALED(status))
-		(void)bsnprintf(how, sizeof(how), "signal=%d", WTERMSIG(status));
-	else
-		(void)bsnprintf(how, sizeof(how), "exit=%d", WEXITSTATUS(status));
 	children[slot].pid = -1;
 	if (stopping())
 		return;
-	log_warnx("event=child-died child=%s %s", child_names[slot], how);
+	log_child_death(slot, status);
 	if (crash_looping(slot))
 		fatalx("event=giving-up child=%s restarted 5 times in a minute",
 		    child_names[slot]);

@@ -23,12 +23,19 @@
  * action into SIGSYS with a handler that names the role and the syscall
  * number on stderr, then exits 31 (`scmp_sys_resolver NR` from Debian's
  * seccomp package, or ausyscall, names the call).
+ *
+ * Test builds only (-DMSA_TEST_HOOKS, `make hooks`, never the release
+ * binary): once a role's filter is loaded, SIGUSR2 makes the process call
+ * execve("/bin/sh") straight through syscall(2), which every role's list
+ * forbids, so test/80-sigsys.t can watch the kernel kill it with SIGSYS
+ * and the daemon recover.
  */
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -169,6 +176,8 @@ static const struct sb_rule sb_relay[] = {
 	ALLOW(sendmmsg), ALLOW(recvmmsg), ALLOW(select), ALLOW(pselect6),
 	ALLOW_IF(ioctl, SB_EQ(1, FIONBIO)), ALLOW_IF(ioctl, SB_EQ(1, FIONREAD)),
 	ALLOW(pread64),
+	/* a job's message descriptor handed on to an idle worker */
+	ALLOW_IF(fcntl, SB_EQ(1, F_DUPFD_CLOEXEC)),
 	SB_FORK,
 	/* c-ares reads /etc/hosts lazily: "no such file" in the chroot */
 	FAIL(openat, ENOENT), FAIL(open, ENOENT),
@@ -284,6 +293,41 @@ sandbox_debug_handler(void)
 		fatal("event=sandbox_error call=sigprocmask");
 }
 
+#ifdef MSA_TEST_HOOKS
+/*
+ * The forbidden call, raw (no libc wrapper that could check anything
+ * first).  Were it ever allowed, the shell would only exit 97, which the
+ * parent logs as exit=97 instead of signal=31: the test sees it.
+ */
+static void
+sandbox_hook_forbidden(int sig)
+{
+	static char sh[] = "/bin/sh", c[] = "-c", cmd[] = "exit 97";
+	char *const argv[] = { sh, c, cmd, NULL };
+	char *const envp[] = { NULL };
+
+	(void)sig;
+	(void)syscall(SYS_execve, sh, argv, envp);
+	_exit(98); /* only if the kernel refused it without killing us */
+}
+
+static void
+sandbox_hook_install(const char *name)
+{
+	struct sigaction sa;
+	sigset_t set;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = sandbox_hook_forbidden;
+	if (sigemptyset(&sa.sa_mask) == -1
+	    || sigaction(SIGUSR2, &sa, NULL) == -1
+	    || sigemptyset(&set) == -1 || sigaddset(&set, SIGUSR2) == -1
+	    || sigprocmask(SIG_UNBLOCK, &set, NULL) == -1)
+		fatal("event=sandbox_error role=%s call=test-hook", name);
+	log_debug("event=sandbox-test-hook role=%s signal=SIGUSR2", name);
+}
+#endif
+
 static void
 sandbox_add(scmp_filter_ctx ctx, const char *role, const struct sb_rule *r)
 {
@@ -392,6 +436,9 @@ sandbox_enter(enum proc_role role)
 		      "without seccomp filtering is not supported\"",
 		    name);
 	}
+#ifdef MSA_TEST_HOOKS
+	sandbox_hook_install(name);
+#endif
 }
 
 int

@@ -944,6 +944,10 @@ child_relay(void *arg)
 		return 5;
 	if (ioctl(rc->msg_fd, FIONBIO, &on) == -1 && errno != ENOTTY)
 		return 6;
+	/* the message descriptor duplicated for an idle worker */
+	if ((status = fcntl(rc->msg_fd, F_DUPFD_CLOEXEC, 0)) == -1)
+		return 10;
+	close(status);
 	/* a per-job worker with its own channel */
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) == -1)
 		return 7;
@@ -1033,8 +1037,8 @@ test_relay(void)
 	if (pid > 0)
 		(void)waitpid(pid, &st, 0);
 	if (!ok(exited(st, 0),
-		"relay: a c-ares lookup, a TCP connection, reading the message "
-		"and a forked worker pass"))
+		"relay: a c-ares lookup, a TCP connection, reading the message, "
+		"duplicating its descriptor and a forked worker pass"))
 		diag_status(st);
 	c = accept(tcp, NULL, NULL);
 	ok(c != -1, "relay: the connection reached the SMTP side");
@@ -1067,6 +1071,50 @@ child_parent_role(void *arg)
 		return 5;
 	close(fd);
 	return 0;
+}
+
+/*
+ * The SIGUSR2 trigger of test/80-sigsys.t: compiled in only with
+ * -DMSA_TEST_HOOKS (make hooks).  In any other build SIGUSR2 keeps its
+ * default action, so a confined process simply dies of SIGUSR2.
+ */
+static void
+test_hook(enum proc_role role)
+{
+	struct pipes p;
+	int status = -1;
+	char c;
+	pid_t pid;
+
+	p.role = role;
+	if (pipe(p.ready) == -1 || pipe(p.go) == -1) {
+		ok(0, "pipes");
+		return;
+	}
+	fflush(stdout);
+	if ((pid = fork()) == 0)
+		_exit(child_wait_confined(&p));
+	if (pid > 0 && read(p.ready[0], &c, 1) == 1)
+		(void)kill(pid, SIGUSR2);
+	if (pid > 0)
+		(void)waitpid(pid, &status, 0);
+#ifdef MSA_TEST_HOOKS
+	if (!ok(killed_by_sigsys(status),
+		"%s: the test build's SIGUSR2 trigger makes a forbidden call "
+		"(SIGSYS)",
+		sandbox_role_name(role)))
+		diag_status(status);
+#else
+	if (!ok(status != -1 && WIFSIGNALED(status)
+		    && WTERMSIG(status) == SIGUSR2,
+		"%s: this build has no SIGUSR2 trigger (default action)",
+		sandbox_role_name(role)))
+		diag_status(status);
+#endif
+	close(p.ready[0]);
+	close(p.ready[1]);
+	close(p.go[0]);
+	close(p.go[1]);
 }
 
 /* MSA_SECCOMP_DEBUG is read at start-up: re-run this binary with it. */
@@ -1185,6 +1233,8 @@ main(int argc, char **argv)
 		"parent: no-new-privs only, no filter, files still open"))
 		diag_status(st);
 	test_debug_mode(argv[0]);
+	for (enum proc_role r = ROLE_LISTENER; r < ROLE_MAX; r++)
+		test_hook(r);
 
 	(void)snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
 	if (system(cmd) != 0)
