@@ -13,6 +13,13 @@
  * Every change of a file is write-to-temp, fsync, rename, fsync of the
  * directory, so a crash at any point leaves either the old or the new state.
  *
+ * Group commit: a new message's fsyncs (its data, then its envelope) run in
+ * QUEUE_SYNC_WORKERS sync worker processes, several messages at once; the
+ * queue process then renames every message prepared by the time it looks
+ * into queue/ and fsyncs queue/ ONCE for all of them, and only then answers
+ * each session.  A message is acknowledged only after its own data,
+ * envelope and names are durable; a failure of one message is its own.
+ *
  * The file functions take directory descriptors rather than paths, so the
  * unit tests run them against a mkdtemp spool without a chroot.
  */
@@ -24,6 +31,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <malloc.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -571,46 +579,94 @@ queue_check_data(int tmp_fd, const char *id, uint64_t size)
 }
 
 int
-queue_commit_files(int tmp_fd, int queue_fd, const struct queue_env *env)
+queue_commit_prepare(int tmp_fd, const struct queue_env *env)
 {
-	char dname[QUEUE_ID_LEN + 8], ename[QUEUE_ID_LEN + 8];
-	bool data_moved = false, env_moved = false;
+	char ename[QUEUE_ID_LEN + 8];
 	int e;
 
 	if (!queue_id_valid(env->id) ||
-	    queue_name(dname, sizeof(dname), env->id, ".data") == -1 ||
 	    queue_name(ename, sizeof(ename), env->id, ".env") == -1)
 		return EINVAL;
-	if ((e = queue_check_data(tmp_fd, env->id, env->size)) != 0)
-		goto fail;
-	if ((e = queue_env_write_tmp(tmp_fd, env)) != 0)
-		goto fail;
-	if (renameat(tmp_fd, env->id, queue_fd, dname) == -1) {
-		e = errno;
-		goto fail;
-	}
-	data_moved = true;
-	if (renameat(tmp_fd, ename, queue_fd, ename) == -1) {
-		e = errno;
-		goto fail;
-	}
-	env_moved = true;
-	if ((e = spool_fsync_dir(queue_fd)) != 0)
-		goto fail;
-	/* tmp/ lost two names; not needed for safety, keeps it tidy. */
-	(void)spool_fsync_dir(tmp_fd);
-	return 0;
-fail:
-	/* The envelope goes first: without it the data is an orphan. */
-	if (env_moved)
-		(void)unlinkat(queue_fd, ename, 0);
-	if (data_moved)
-		(void)unlinkat(queue_fd, dname, 0);
-	if (data_moved || env_moved)
-		(void)spool_fsync_dir(queue_fd);
+	if ((e = queue_check_data(tmp_fd, env->id, env->size)) == 0 &&
+	    (e = queue_env_write_tmp(tmp_fd, env)) == 0)
+		return 0;
 	(void)unlinkat(tmp_fd, ename, 0);
 	(void)unlinkat(tmp_fd, env->id, 0);
 	return e;
+}
+
+int
+queue_commit_publish(int tmp_fd, int queue_fd, const char *id)
+{
+	char dname[QUEUE_ID_LEN + 8], ename[QUEUE_ID_LEN + 8];
+	int e;
+
+	if (!queue_id_valid(id) ||
+	    queue_name(dname, sizeof(dname), id, ".data") == -1 ||
+	    queue_name(ename, sizeof(ename), id, ".env") == -1)
+		return EINVAL;
+	if (renameat(tmp_fd, id, queue_fd, dname) == -1) {
+		e = errno;
+		goto fail;
+	}
+	/* The envelope last: its name is the commit point. */
+	if (renameat(tmp_fd, ename, queue_fd, ename) == -1) {
+		e = errno;
+		(void)unlinkat(queue_fd, dname, 0);
+		goto fail;
+	}
+	return 0;
+fail:
+	(void)unlinkat(tmp_fd, ename, 0);
+	(void)unlinkat(tmp_fd, id, 0);
+	return e;
+}
+
+void
+queue_commit_unpublish(int queue_fd, const char *id)
+{
+	char dname[QUEUE_ID_LEN + 8], ename[QUEUE_ID_LEN + 8];
+
+	if (!queue_id_valid(id) ||
+	    queue_name(dname, sizeof(dname), id, ".data") == -1 ||
+	    queue_name(ename, sizeof(ename), id, ".env") == -1)
+		return;
+	/* The envelope goes first: without it the data is an orphan. */
+	(void)unlinkat(queue_fd, ename, 0);
+	(void)unlinkat(queue_fd, dname, 0);
+}
+
+size_t
+queue_commit_batch(int tmp_fd, int queue_fd,
+    const struct queue_env *const *env, int *status, size_t n)
+{
+	size_t i, published = 0;
+	int e;
+
+	for (i = 0; i < n; i++)
+		if (status[i] == 0 &&
+		    (status[i] = queue_commit_publish(tmp_fd, queue_fd,
+			 env[i]->id)) == 0)
+			published++;
+	if (published == 0 || (e = spool_fsync_dir(queue_fd)) == 0)
+		return published;
+	for (i = 0; i < n; i++)
+		if (status[i] == 0) {
+			queue_commit_unpublish(queue_fd, env[i]->id);
+			status[i] = e;
+		}
+	(void)spool_fsync_dir(queue_fd);
+	return 0;
+}
+
+int
+queue_commit_files(int tmp_fd, int queue_fd, const struct queue_env *env)
+{
+	int status = queue_commit_prepare(tmp_fd, env);
+
+	if (status == 0)
+		(void)queue_commit_batch(tmp_fd, queue_fd, &env, &status, 1);
+	return status;
 }
 
 int
@@ -1123,6 +1179,35 @@ struct qctl {
 	uid_t uid;
 };
 
+/*
+ * A commit on its way to the disk: waiting for a sync worker (req holds
+ * the IMSG_QUEUE_SYNC payload), being prepared by one, then prepared and
+ * waiting for the next batch (status is the worker's answer).
+ */
+struct qcommit {
+	struct qcommit *next;
+	uint32_t peerid; /* the session to answer */
+	uint32_t ticket; /* hdr.peerid of its IMSG_QUEUE_SYNC */
+	int status;
+	struct queue_env env;
+	struct buf req;
+};
+
+/* An IMSG_QUEUE_SYNC carries a whole IMSG_QUEUE_COMMIT payload. */
+_Static_assert(sizeof(struct ipc_queue_sync) + sizeof(struct ipc_envelope) +
+	MAX_RCPT_LIMIT * sizeof(struct ipc_rcpt) <= IPC_MAX_PAYLOAD,
+    "IMSG_QUEUE_SYNC must fit in one frame");
+
+struct qcommit_list {
+	struct qcommit *head, *tail;
+	size_t n;
+};
+
+struct qsync {
+	struct ipc_chan ch;
+	struct qcommit *busy; /* the commit it prepares, NULL when idle */
+};
+
 struct queue {
 	struct config *cfg;
 	int queue_fd, tmp_fd, control_fd;
@@ -1135,6 +1220,10 @@ struct queue {
 	uint32_t next_jid;
 	struct qtmp *tmps;
 	size_t ntmp;
+	struct qsync sync[QUEUE_SYNC_WORKERS];
+	struct qcommit_list waiting; /* for a sync worker */
+	struct qcommit_list prepared; /* for the next batch */
+	uint32_t next_ticket;
 };
 
 static char *
@@ -1617,6 +1706,8 @@ queue_timeout(const struct queue *q)
 	return (int)(first - now) * 1000;
 }
 
+static void queue_commit_abandon(struct queue *);
+
 /* The relay process is gone: defer its jobs, then let the parent restart
  * us together with a new relay (it has no way to hand us a new channel). */
 static void __attribute__((noreturn))
@@ -1624,6 +1715,7 @@ queue_relay_lost(struct queue *q)
 {
 	while (q->jobs != NULL)
 		queue_job_end(q, q->jobs, "4.3.0 relay process lost");
+	queue_commit_abandon(q);
 	(void)ipc_flush(&q->listener);
 	fatalx("event=relay-lost action=exit");
 }
@@ -1708,49 +1800,52 @@ queue_on_create(struct queue *q, struct ipc_msg *msg)
 	    &res, sizeof(res));
 }
 
-/* Check an IMSG_QUEUE_COMMIT payload; NULL with the reason if bad. */
-static const struct ipc_envelope *
-queue_commit_check(const struct ipc_msg *msg, const char **why)
+/*
+ * Check an IMSG_QUEUE_COMMIT payload: 0 with the envelope copied to *ie
+ * and *rc pointing at its recipients, or -1 with the reason.
+ */
+static int
+queue_commit_check(const unsigned char *data, size_t len,
+    struct ipc_envelope *ie, const struct ipc_rcpt **rc, const char **why)
 {
-	static struct ipc_envelope ie;
-	const struct ipc_rcpt *rc;
 	size_t i;
 
-	if (msg->hdr.len < sizeof(ie)) {
+	if (len < sizeof(*ie)) {
 		*why = "short";
-		return NULL;
+		return -1;
 	}
-	memcpy(&ie, msg->data, sizeof(ie));
-	if (ie.nrcpt < 1 || ie.nrcpt > MAX_RCPT_LIMIT ||
-	    msg->hdr.len != sizeof(ie) + ie.nrcpt * sizeof(*rc)) {
+	memcpy(ie, data, sizeof(*ie));
+	if (ie->nrcpt < 1 || ie->nrcpt > MAX_RCPT_LIMIT ||
+	    len != sizeof(*ie) + ie->nrcpt * sizeof(**rc)) {
 		*why = "bad-length";
-		return NULL;
+		return -1;
 	}
-	if (!IPC_STR_OK(ie.id) || !IPC_STR_OK(ie.sender) ||
-	    !IPC_STR_OK(ie.login) || !IPC_STR_OK(ie.client) ||
-	    !IPC_STR_OK(ie.helo) || !queue_id_valid(ie.id) ||
-	    ie.body_8bit > 1) {
+	if (!IPC_STR_OK(ie->id) || !IPC_STR_OK(ie->sender) ||
+	    !IPC_STR_OK(ie->login) || !IPC_STR_OK(ie->client) ||
+	    !IPC_STR_OK(ie->helo) || !queue_id_valid(ie->id) ||
+	    ie->body_8bit > 1) {
 		*why = "bad-field";
-		return NULL;
+		return -1;
 	}
-	rc = (const struct ipc_rcpt *)(const void *)(msg->data + sizeof(ie));
-	for (i = 0; i < ie.nrcpt; i++)
-		if (!IPC_STR_OK(rc[i].addr) || rc[i].addr[0] == '\0') {
+	*rc = (const struct ipc_rcpt *)(const void *)(data + sizeof(*ie));
+	for (i = 0; i < ie->nrcpt; i++)
+		if (!IPC_STR_OK((*rc)[i].addr) || (*rc)[i].addr[0] == '\0') {
 			*why = "bad-recipient";
-			return NULL;
+			return -1;
 		}
-	return &ie;
+	return 0;
 }
 
+/* The same envelope in the queue process and in its sync worker. */
 static void
 queue_env_from_ipc(struct queue_env *env, const struct ipc_envelope *ie,
-    const struct ipc_rcpt *rc)
+    const struct ipc_rcpt *rc, time_t created)
 {
 	size_t i, j;
 
 	queue_env_init(env);
 	strlcpy_msa(env->id, ie->id, sizeof(env->id));
-	env->created = time(NULL);
+	env->created = created;
 	strlcpy_msa(env->sender, ie->sender, sizeof(env->sender));
 	strlcpy_msa(env->login, ie->login, sizeof(env->login));
 	strlcpy_msa(env->client, ie->client, sizeof(env->client));
@@ -1780,46 +1875,261 @@ queue_commit_reply(struct queue *q, uint32_t peerid, int status,
 	    sizeof(res));
 }
 
+/* --- group commit: sync workers prepare, the batch publishes --- */
+
+static void
+qcommit_push(struct qcommit_list *l, struct qcommit *c)
+{
+	c->next = NULL;
+	if (l->tail != NULL)
+		l->tail->next = c;
+	else
+		l->head = c;
+	l->tail = c;
+	l->n++;
+}
+
+static struct qcommit *
+qcommit_pop(struct qcommit_list *l)
+{
+	struct qcommit *c = l->head;
+
+	if (c != NULL) {
+		l->head = c->next;
+		if (l->head == NULL)
+			l->tail = NULL;
+		l->n--;
+		c->next = NULL;
+	}
+	return c;
+}
+
+static void
+qcommit_free(struct qcommit *c)
+{
+	queue_env_free(&c->env);
+	buf_free(&c->req);
+	free(c);
+}
+
+/* Hand waiting commits to idle workers (sent by queue_flush_all). */
+static void
+queue_sync_dispatch(struct queue *q)
+{
+	struct qsync *w;
+	size_t i;
+
+	for (i = 0; i < QUEUE_SYNC_WORKERS && q->waiting.head != NULL; i++) {
+		w = &q->sync[i];
+		if (w->busy != NULL || w->ch.fd == -1)
+			continue;
+		w->busy = qcommit_pop(&q->waiting);
+		ipc_compose(&w->ch, IMSG_QUEUE_SYNC, w->busy->ticket, -1,
+		    w->busy->req.data, w->busy->req.len);
+		buf_free(&w->busy->req);
+	}
+}
+
+/* The verdict of one commit, once the batch has decided it. */
+static void
+queue_commit_done(struct queue *q, struct qcommit *c)
+{
+	char from[MAX_ADDR + 2], login[MAX_LOGIN];
+	struct qmsg *m;
+
+	if (c->status != 0) {
+		errno = c->status;
+		log_warn("event=commit-failed id=%s", c->env.id);
+		queue_commit_reply(q, c->peerid, c->status, c->env.id);
+		qcommit_free(c);
+		return;
+	}
+	m = queue_msg_add(q, &c->env);
+	log_info("event=queued id=%s from=%s login=%s nrcpt=%zu size=%" PRIu64,
+	    m->env.id, queue_from(from, sizeof(from), m->env.sender),
+	    log_sanitize(login, sizeof(login), m->env.login), m->env.nrcpt,
+	    m->env.size);
+	queue_commit_reply(q, c->peerid, 0, m->env.id);
+	qcommit_free(c);
+}
+
+/*
+ * Publish every prepared commit, QUEUE_BATCH_MAX per fsync of queue/, and
+ * answer each session only after that fsync.
+ */
+static void
+queue_commit_prepared(struct queue *q)
+{
+	const struct queue_env *env[QUEUE_BATCH_MAX];
+	struct qcommit *c[QUEUE_BATCH_MAX];
+	int status[QUEUE_BATCH_MAX];
+	size_t i, n, done;
+
+	while (q->prepared.head != NULL) {
+		for (n = 0; n < QUEUE_BATCH_MAX &&
+		     (c[n] = qcommit_pop(&q->prepared)) != NULL;
+		     n++) {
+			env[n] = &c[n]->env;
+			status[n] = c[n]->status;
+		}
+		done = queue_commit_batch(q->tmp_fd, q->queue_fd, env, status,
+		    n);
+		log_debug("event=commit-batch messages=%zu committed=%zu "
+			  "waiting=%zu",
+		    n, done, q->waiting.n);
+		for (i = 0; i < n; i++) {
+			c[i]->status = status[i];
+			queue_commit_done(q, c[i]);
+		}
+	}
+}
+
 static void
 queue_on_commit(struct queue *q, struct ipc_msg *msg)
 {
-	const struct ipc_envelope *ie;
+	struct ipc_queue_sync qs;
+	struct ipc_envelope ie;
+	const struct ipc_rcpt *rc;
 	const char *why = NULL;
-	char from[MAX_ADDR + 2], login[MAX_LOGIN];
-	struct queue_env env;
+	struct qcommit *c;
 	struct qtmp *t;
-	struct qmsg *m;
-	int e;
 
-	if ((ie = queue_commit_check(msg, &why)) == NULL) {
+	if (queue_commit_check(msg->data, msg->hdr.len, &ie, &rc, &why) ==
+	    -1) {
 		log_warnx("event=commit-refused peer=%u reason=%s",
 		    msg->hdr.peerid, why);
 		queue_commit_reply(q, msg->hdr.peerid, EINVAL, "");
 		return;
 	}
-	if ((t = queue_tmp_find(q, msg->hdr.peerid, ie->id)) == NULL) {
+	if ((t = queue_tmp_find(q, msg->hdr.peerid, ie.id)) == NULL) {
 		log_warnx("event=commit-refused peer=%u id=%s "
 			  "reason=not-this-sessions-file",
-		    msg->hdr.peerid, ie->id);
-		queue_commit_reply(q, msg->hdr.peerid, EINVAL, ie->id);
+		    msg->hdr.peerid, ie.id);
+		queue_commit_reply(q, msg->hdr.peerid, EINVAL, ie.id);
 		return;
 	}
 	queue_tmp_drop(q, t, false);
-	queue_env_from_ipc(&env, ie,
-	    (const struct ipc_rcpt *)(const void *)(msg->data + sizeof(*ie)));
-	if ((e = queue_commit_files(q->tmp_fd, q->queue_fd, &env)) != 0) {
-		errno = e;
-		log_warn("event=commit-failed id=%s", env.id);
-		queue_commit_reply(q, msg->hdr.peerid, e, env.id);
-		queue_env_free(&env);
-		return;
+	c = xcalloc(1, sizeof(*c));
+	c->peerid = msg->hdr.peerid;
+	if (++q->next_ticket == 0)
+		q->next_ticket = 1;
+	c->ticket = q->next_ticket;
+	queue_env_from_ipc(&c->env, &ie, rc, time(NULL));
+	memset(&qs, 0, sizeof(qs));
+	qs.created = (int64_t)c->env.created;
+	buf_init(&c->req);
+	buf_add(&c->req, &qs, sizeof(qs));
+	buf_add(&c->req, msg->data, msg->hdr.len);
+	qcommit_push(&q->waiting, c);
+	queue_sync_dispatch(q);
+}
+
+/* A worker's answer: its commit joins the next batch. */
+static int
+queue_sync_result(struct queue *q, struct qsync *w, const struct ipc_msg *msg)
+{
+	struct ipc_queue_committed res;
+
+	if (msg->hdr.type != IMSG_QUEUE_SYNC_RES || msg->fd != -1 ||
+	    msg->hdr.len != sizeof(res) || w->busy == NULL ||
+	    msg->hdr.peerid != w->busy->ticket)
+		return -1;
+	memcpy(&res, msg->data, sizeof(res));
+	if (!IPC_STR_OK(res.id) || strcmp(res.id, w->busy->env.id) != 0)
+		return -1;
+	w->busy->status = res.status;
+	qcommit_push(&q->prepared, w->busy);
+	w->busy = NULL;
+	return 0;
+}
+
+/*
+ * Before the queue process exits: commit what is prepared and refuse the
+ * rest (nothing of it is in queue/; tmp/ is emptied at the next start), so
+ * that no session waits for an answer that would never come.
+ */
+static void
+queue_commit_abandon(struct queue *q)
+{
+	struct qcommit *c;
+	size_t i;
+
+	queue_commit_prepared(q);
+	for (i = 0; i < QUEUE_SYNC_WORKERS; i++)
+		if ((c = q->sync[i].busy) != NULL) {
+			q->sync[i].busy = NULL;
+			qcommit_push(&q->waiting, c);
+		}
+	while ((c = qcommit_pop(&q->waiting)) != NULL) {
+		log_warnx("event=commit-abandoned id=%s", c->env.id);
+		queue_commit_reply(q, c->peerid, EIO, c->env.id);
+		qcommit_free(c);
 	}
-	m = queue_msg_add(q, &env);
-	log_info("event=queued id=%s from=%s login=%s nrcpt=%zu size=%" PRIu64,
-	    m->env.id, queue_from(from, sizeof(from), m->env.sender),
-	    log_sanitize(login, sizeof(login), m->env.login), m->env.nrcpt,
-	    m->env.size);
-	queue_commit_reply(q, msg->hdr.peerid, 0, m->env.id);
+}
+
+/* A worker died or spoke nonsense: the parent restarts us. */
+static void __attribute__((noreturn))
+queue_sync_lost(struct queue *q, const char *why)
+{
+	log_warnx("event=sync-worker-lost reason=%s", why);
+	queue_commit_abandon(q);
+	(void)ipc_flush(&q->listener);
+	fatalx("event=sync-worker-lost action=exit");
+}
+
+static void
+queue_sync_read(struct queue *q, struct qsync *w)
+{
+	struct ipc_msg msg;
+	int r;
+
+	while ((r = ipc_recv(&w->ch, &msg)) == 1) {
+		if (msg.fd != -1)
+			(void)close(msg.fd);
+		if (queue_sync_result(q, w, &msg) == -1)
+			queue_sync_lost(q, "bad-answer");
+	}
+	if (r == -1)
+		queue_sync_lost(q, "gone");
+	if (r == -2)
+		queue_sync_lost(q, "bad-frame");
+}
+
+/* A sync worker: prepare one commit at a time, until the queue is gone. */
+static void __attribute__((noreturn))
+queue_sync_serve(int tmp_fd, struct ipc_chan *ch)
+{
+	struct ipc_queue_committed res;
+	struct ipc_queue_sync qs;
+	struct ipc_envelope ie;
+	const struct ipc_rcpt *rc;
+	struct queue_env env;
+	struct ipc_msg msg;
+	const char *why = NULL;
+	int r;
+
+	for (;;) {
+		if ((r = ipc_wait(ch, &msg, -1)) == -1)
+			exit(0); /* the queue process is gone */
+		if (r == 0)
+			continue;
+		if (r == -2 || msg.fd != -1 || msg.hdr.type != IMSG_QUEUE_SYNC ||
+		    msg.hdr.len < sizeof(qs) ||
+		    queue_commit_check(msg.data + sizeof(qs),
+			msg.hdr.len - sizeof(qs), &ie, &rc, &why) == -1)
+			fatalx("event=sync-bad-request reason=%s",
+			    why != NULL ? why : "frame");
+		memcpy(&qs, msg.data, sizeof(qs));
+		queue_env_from_ipc(&env, &ie, rc, (time_t)qs.created);
+		memset(&res, 0, sizeof(res));
+		strlcpy_msa(res.id, env.id, sizeof(res.id));
+		res.status = queue_commit_prepare(tmp_fd, &env);
+		queue_env_free(&env);
+		ipc_compose(ch, IMSG_QUEUE_SYNC_RES, msg.hdr.peerid, -1, &res,
+		    sizeof(res));
+		if (ipc_flush_all(ch) == -1)
+			exit(0);
+	}
 }
 
 static void
@@ -2349,7 +2659,15 @@ queue_dispatch(struct queue *q, struct ipc_chan *ch, const char *peer,
 	return 0;
 }
 
-enum { PFD_PARENT, PFD_LISTENER, PFD_RELAY, PFD_CONTROL, PFD_CTL0 };
+enum {
+	PFD_PARENT,
+	PFD_LISTENER,
+	PFD_RELAY,
+	PFD_CONTROL,
+	PFD_CTL0,
+	PFD_SYNC0 = PFD_CTL0 + QUEUE_CTL_MAX,
+	PFD_MAX = PFD_SYNC0 + QUEUE_SYNC_WORKERS
+};
 
 static short
 queue_events(const struct ipc_chan *ch)
@@ -2370,6 +2688,9 @@ queue_flush_all(struct queue *q)
 		fatalx("event=listener-lost action=exit");
 	if (ipc_flush(&q->relay) == -1)
 		queue_relay_lost(q);
+	for (i = 0; i < QUEUE_SYNC_WORKERS; i++)
+		if (ipc_flush(&q->sync[i].ch) == -1)
+			queue_sync_lost(q, "gone");
 	for (i = 0; i < QUEUE_CTL_MAX; i++)
 		if (q->ctl[i].active && ipc_flush(&q->ctl[i].ch) == -1)
 			queue_ctl_close(&q->ctl[i]);
@@ -2378,7 +2699,7 @@ queue_flush_all(struct queue *q)
 static void
 queue_poll_once(struct queue *q)
 {
-	struct pollfd pfd[PFD_CTL0 + QUEUE_CTL_MAX];
+	struct pollfd pfd[PFD_MAX];
 	struct ipc_msg msg;
 	const short bad = POLLIN | POLLHUP | POLLERR;
 	size_t i;
@@ -2394,7 +2715,10 @@ queue_poll_once(struct queue *q)
 			q->ctl[i].active ? q->ctl[i].ch.fd : -1,
 			q->ctl[i].active ? queue_events(&q->ctl[i].ch) : 0, 0
 		};
-	n = poll(pfd, PFD_CTL0 + QUEUE_CTL_MAX, queue_timeout(q));
+	for (i = 0; i < QUEUE_SYNC_WORKERS; i++)
+		pfd[PFD_SYNC0 + i] = (struct pollfd){ q->sync[i].ch.fd,
+			queue_events(&q->sync[i].ch), 0 };
+	n = poll(pfd, PFD_MAX, queue_timeout(q));
 	if (n == -1) {
 		if (errno == EINTR)
 			return;
@@ -2434,6 +2758,12 @@ queue_poll_once(struct queue *q)
 		if (q->ctl[i].active && pfd[PFD_CTL0 + i].fd != -1 &&
 		    (pfd[PFD_CTL0 + i].revents & bad))
 			queue_ctl_read(q, &q->ctl[i]);
+	/* Every commit prepared by now shares one fsync of queue/. */
+	for (i = 0; i < QUEUE_SYNC_WORKERS; i++)
+		if (pfd[PFD_SYNC0 + i].revents & (bad | POLLNVAL))
+			queue_sync_read(q, &q->sync[i]);
+	queue_commit_prepared(q);
+	queue_sync_dispatch(q);
 }
 
 static int
@@ -2447,10 +2777,62 @@ queue_open_dir(const char *path)
 	return fd;
 }
 
+/*
+ * A sync worker is confined exactly like the queue process and ends when
+ * its channel closes (the queue process exited or was killed), once the
+ * fsync it may be in returns; it never renames anything into queue/.
+ */
+static void __attribute__((noreturn))
+queue_sync_main(struct config *cfg, int fd)
+{
+	struct ipc_chan ch;
+	int tmp_fd;
+
+	if (signal(SIGINT, SIG_IGN) == SIG_ERR ||
+	    signal(SIGTERM, SIG_IGN) == SIG_ERR ||
+	    signal(SIGHUP, SIG_IGN) == SIG_ERR)
+		fatal("signal");
+	proc_confine(cfg, ROLE_QUEUE, cfg->spool);
+	log_setproc("queue-sync");
+	/* Give back what building the filter dirtied: workers stay small. */
+	(void)malloc_trim(0);
+	tmp_fd = queue_open_dir("/" SPOOL_TMP);
+	ipc_init(&ch, fd);
+	queue_sync_serve(tmp_fd, &ch);
+}
+
+/* Fork the sync workers; the queue's filter allows no fork later. */
+static void
+queue_sync_start(struct queue *q, const int *inherited, size_t ninherited)
+{
+	size_t i, j;
+	pid_t pid;
+	int sv[2];
+
+	for (i = 0; i < QUEUE_SYNC_WORKERS; i++) {
+		ipc_socketpair(sv);
+		if ((pid = fork()) == -1)
+			fatal("fork sync worker");
+		if (pid == 0) {
+			/* Only its own channel: EOF on it means "queue gone". */
+			for (j = 0; j < ninherited; j++)
+				(void)close(inherited[j]);
+			for (j = 0; j < i; j++)
+				(void)close(q->sync[j].ch.fd);
+			(void)close(sv[0]);
+			queue_sync_main(q->cfg, sv[1]);
+		}
+		(void)close(sv[1]);
+		ipc_init(&q->sync[i].ch, sv[0]);
+	}
+}
+
 void
 queue_main(struct config *cfg, int parent_fd, int listener_fd, int relay_fd,
     int control_fd)
 {
+	const int inherited[] = { parent_fd, listener_fd, relay_fd,
+		control_fd };
 	static struct queue q;
 	char prime[QUEUE_ID_LEN + 1];
 	size_t n;
@@ -2467,6 +2849,7 @@ queue_main(struct config *cfg, int parent_fd, int listener_fd, int relay_fd,
 	if ((fl = fcntl(control_fd, F_GETFL)) == -1 ||
 	    fcntl(control_fd, F_SETFL, fl | O_NONBLOCK) == -1)
 		fatal("control socket");
+	queue_sync_start(&q, inherited, sizeof(inherited) / sizeof(inherited[0]));
 	proc_confine(cfg, ROLE_QUEUE, cfg->spool);
 
 	q.queue_fd = queue_open_dir("/" SPOOL_QUEUE);
@@ -2478,9 +2861,11 @@ queue_main(struct config *cfg, int parent_fd, int listener_fd, int relay_fd,
 
 	/* A restart picks the whole queue up; nobody has to flush it. */
 	n = queue_spool_recover(q.tmp_fd, q.queue_fd, queue_load_cb, &q);
-	log_info("event=queue-start messages=%zu concurrency=%u mode=%s", n,
-	    queue_concurrency(&q),
-	    cfg->relay_mode == RELAY_MX ? "mx" : "smarthost");
+	log_info("event=queue-start messages=%zu concurrency=%u mode=%s "
+		 "sync_workers=%d",
+	    n, queue_concurrency(&q),
+	    cfg->relay_mode == RELAY_MX ? "mx" : "smarthost",
+	    QUEUE_SYNC_WORKERS);
 
 	for (;;) {
 		queue_run(&q);

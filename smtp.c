@@ -527,7 +527,8 @@ static void
 smtp_data_eol(struct smtp_data *d)
 {
 	if (d->in_header && d->linelen == 0) {
-		d->size += 2;
+		if ((d->size += 2) > d->maxsize)
+			d->flags |= SMTP_DATA_TOO_BIG;
 		smtp_data_end_header(d);
 	} else
 		smtp_data_emit(d, "\r\n", 2);

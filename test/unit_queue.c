@@ -380,6 +380,162 @@ test_commit(void)
 	spool_destroy(&s);
 }
 
+/* A message as a session leaves it in tmp/, and its envelope. */
+static void
+stage_message(struct spool *s, const char *body, uint64_t size,
+    struct queue_env *env)
+{
+	int fd, e;
+
+	queue_env_init(env);
+	if ((e = queue_tmp_create(s->tmp_fd, s->queue_fd, env->id, &fd)) != 0)
+		fatalx("queue_tmp_create: %s", strerror(e));
+	if (write_all(fd, body, strlen(body)) == -1)
+		fatal("write");
+	(void)close(fd);
+	env->created = 1732900000;
+	strlcpy_msa(env->sender, "alice@example.org", sizeof(env->sender));
+	env->size = size;
+	queue_env_add_rcpt(env, "bob@example.com");
+}
+
+/* Are queue/ID.data (with body) and queue/ID.env (loadable) there? */
+static bool
+committed(struct spool *s, const struct queue_env *env, const char *body)
+{
+	char name[64], err[256], buf[256];
+	struct queue_env back;
+	ssize_t n;
+	bool good;
+	int fd;
+
+	(void)bsnprintf(name, sizeof(name), "%s.data", env->id);
+	if ((fd = openat(s->queue_fd, name, O_RDONLY)) == -1)
+		return false;
+	n = read(fd, buf, sizeof(buf) - 1);
+	(void)close(fd);
+	if (n < 0 || (size_t)n != strlen(body) || memcmp(buf, body, n) != 0)
+		return false;
+	if (queue_env_load(s->queue_fd, env->id, &back, err, sizeof(err)) ==
+	    -1)
+		return false;
+	good = back.size == env->size && back.nrcpt == env->nrcpt;
+	queue_env_free(&back);
+	return good;
+}
+
+static bool
+leaves_nothing(struct spool *s, const struct queue_env *env)
+{
+	char name[64];
+
+	(void)bsnprintf(name, sizeof(name), "%s.env", env->id);
+	if (file_exists(s->tmp_fd, env->id) || file_exists(s->tmp_fd, name) ||
+	    file_exists(s->queue_fd, name))
+		return false;
+	(void)bsnprintf(name, sizeof(name), "%s.data", env->id);
+	return !file_exists(s->queue_fd, name);
+}
+
+static void
+test_group_commit(void)
+{
+	const char *body = "Subject: batch\r\n\r\nhello\r\n";
+	const struct queue_env *ep[5];
+	struct queue_env env[5];
+	int status[5], path_fd;
+	char name[64];
+	struct spool s;
+	size_t i;
+
+	spool_make(&s);
+	for (i = 0; i < 5; i++)
+		stage_message(&s, body, strlen(body) + (i == 2 ? 1 : 0),
+		    &env[i]);
+	(void)unlinkat(s.tmp_fd, env[4].id, 0); /* its session aborted */
+	for (i = 0; i < 5; i++) {
+		status[i] = queue_commit_prepare(s.tmp_fd, &env[i]);
+		ep[i] = &env[i];
+	}
+	is_int(status[0], 0, "group commit: a complete message is prepared");
+	is_int(status[2], EINVAL, "group commit: a size mismatch is refused "
+				  "when it is prepared");
+	is_int(status[4], ENOENT, "group commit: a missing data file is "
+				  "refused when it is prepared");
+	ok(leaves_nothing(&s, &env[2]),
+	    "group commit: a refused message leaves nothing in tmp/");
+	is_int(dir_count(s.queue_fd), 0,
+	    "group commit: nothing is visible in queue/ before the batch");
+	(void)bsnprintf(name, sizeof(name), "%s.env", env[0].id);
+	ok(file_exists(s.tmp_fd, name) && file_exists(s.tmp_fd, env[0].id),
+	    "group commit: a prepared message waits in tmp/ with its envelope");
+
+	is_int(queue_commit_batch(s.tmp_fd, s.queue_fd, ep, status, 5), 3,
+	    "group commit: one batch commits the three good messages");
+	ok(status[0] == 0 && status[1] == 0 && status[3] == 0,
+	    "group commit: each good message of the batch is acknowledged");
+	ok(status[2] == EINVAL && status[4] == ENOENT,
+	    "group commit: the refused ones keep their own errors");
+	ok(committed(&s, &env[0], body) && committed(&s, &env[1], body) &&
+		committed(&s, &env[3], body),
+	    "group commit: data and envelope of each are in queue/, intact");
+	is_int(dir_count(s.queue_fd), 6,
+	    "group commit: nothing else is in queue/");
+	is_int(dir_count(s.tmp_fd), 0, "group commit: tmp/ is left empty");
+	for (i = 0; i < 5; i++)
+		queue_env_free(&env[i]);
+
+	/* One message cannot be published: the others still are. */
+	for (i = 0; i < 3; i++) {
+		stage_message(&s, body, strlen(body), &env[i]);
+		status[i] = queue_commit_prepare(s.tmp_fd, &env[i]);
+	}
+	(void)unlinkat(s.tmp_fd, env[1].id, 0);
+	is_int(queue_commit_batch(s.tmp_fd, s.queue_fd, ep, status, 3), 2,
+	    "group commit: a rename failure costs only its own message");
+	is_int(status[1], ENOENT,
+	    "group commit: that message gets the rename's error");
+	ok(status[0] == 0 && status[2] == 0 && committed(&s, &env[0], body) &&
+		committed(&s, &env[2], body),
+	    "group commit: the other two are committed");
+	ok(leaves_nothing(&s, &env[1]),
+	    "group commit: the failed one leaves nothing in tmp/ or queue/");
+	for (i = 0; i < 3; i++)
+		queue_env_free(&env[i]);
+
+	/* fsync(queue/) fails (an O_PATH descriptor cannot be fsync'd). */
+	path_fd = openat(s.tmp_fd, "../queue", O_PATH | O_DIRECTORY);
+	if (path_fd == -1)
+		fatal("O_PATH");
+	for (i = 0; i < 3; i++) {
+		stage_message(&s, body, strlen(body), &env[i]);
+		status[i] = queue_commit_prepare(s.tmp_fd, &env[i]);
+	}
+	status[2] = EIO; /* its worker failed */
+	is_int(queue_commit_batch(s.tmp_fd, path_fd, ep, status, 3), 0,
+	    "group commit: if fsync of queue/ fails nothing is committed");
+	ok(status[0] == EBADF && status[1] == EBADF,
+	    "group commit: every published message gets the fsync's error");
+	is_int(status[2], EIO,
+	    "group commit: a message refused earlier keeps its own error");
+	ok(leaves_nothing(&s, &env[0]) && leaves_nothing(&s, &env[1]),
+	    "group commit: after a failed fsync the batch is removed again");
+	is_int(dir_count(s.queue_fd), 10,
+	    "group commit: earlier batches are untouched");
+	for (i = 0; i < 3; i++)
+		queue_env_free(&env[i]);
+
+	status[0] = ENOSPC;
+	stage_message(&s, body, strlen(body), &env[0]);
+	is_int(queue_commit_batch(s.tmp_fd, path_fd, ep, status, 1), 0,
+	    "group commit: a batch of failures commits nothing");
+	is_int(status[0], ENOSPC,
+	    "group commit: ... and needs no fsync of queue/ to say so");
+	queue_env_free(&env[0]);
+	(void)close(path_fd);
+	spool_destroy(&s);
+}
+
 static size_t loaded_count;
 static char loaded_id[QUEUE_ID_LEN + 1];
 
@@ -519,6 +675,7 @@ main(void)
 	test_backoff();
 	test_grouping();
 	test_commit();
+	test_group_commit();
 	test_recover();
 	test_spool_prepare();
 	return done_testing();
