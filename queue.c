@@ -294,19 +294,9 @@ env_decode(const char *s, size_t len, char *out, size_t outsize)
 static int
 env_number(const char *s, size_t len, uint64_t max, uint64_t *out)
 {
-	uint64_t v = 0;
-	size_t i;
+	uint64_t v;
 
-	if (len == 0 || len > 20)
-		return -1;
-	for (i = 0; i < len; i++) {
-		if (s[i] < '0' || s[i] > '9')
-			return -1;
-		if (v > (UINT64_MAX - (uint64_t)(s[i] - '0')) / 10)
-			return -1;
-		v = v * 10 + (uint64_t)(s[i] - '0');
-	}
-	if (v > max)
+	if (parse_u64(s, len, &v) == -1 || v > max)
 		return -1;
 	*out = v;
 	return 0;
