@@ -379,7 +379,7 @@ restart_everything(void)
 	start_all();
 }
 
-/* A child that keeps dying within seconds of its start is not retried. */
+/* A child that died five times within a minute is crash-looping. */
 static bool
 crash_looping(enum child_slot slot)
 {
@@ -387,17 +387,17 @@ crash_looping(enum child_slot slot)
 	    monotime() - children[slot].starts[0] < 60;
 }
 
-static void
-child_died(enum child_slot slot, int status)
+/* Which restart brings a slot back: queue and relay go together. */
+static enum child_slot
+restart_group(enum child_slot slot)
 {
-	children[slot].pid = -1;
-	if (stopping())
-		return;
-	log_child_death(slot, status);
-	if (crash_looping(slot))
-		fatalx("event=giving-up child=%s restarted 5 times in a minute",
-		    child_names[slot]);
-	switch (slot) {
+	return slot == CHILD_RELAY ? CHILD_QUEUE : slot;
+}
+
+static void
+restart_now(enum child_slot group)
+{
+	switch (group) {
 	case CHILD_AUTH:
 		restart_auth();
 		break;
@@ -409,6 +409,62 @@ child_died(enum child_slot slot, int status)
 		restart_everything();
 		break;
 	}
+}
+
+/*
+ * A crash loop (a full disk, a broken file) is not fixed by spinning, nor
+ * by giving up and leaving the mail unserved: wait, then try again.
+ */
+#define RESTART_DELAY 30
+static time_t restart_due[CHILD_MAX]; /* per restart group; 0 = none */
+
+static void
+child_died(enum child_slot slot, int status)
+{
+	enum child_slot group = restart_group(slot);
+
+	children[slot].pid = -1;
+	if (stopping())
+		return;
+	log_child_death(slot, status);
+	if (restart_due[group] != 0 || restart_due[CHILD_LISTENER] != 0)
+		return; /* a delayed restart already covers it */
+	if (crash_looping(slot)) {
+		restart_due[group] = monotime() + RESTART_DELAY;
+		log_warnx("event=restart-delayed child=%s seconds=%d "
+			  "reason=\"died 5 times in a minute\"",
+		    child_names[slot], RESTART_DELAY);
+		return;
+	}
+	restart_now(group);
+}
+
+static void
+run_delayed_restarts(void)
+{
+	time_t now = monotime();
+
+	for (int g = 0; g < CHILD_MAX; g++) {
+		if (restart_due[g] == 0 || now < restart_due[g])
+			continue;
+		restart_due[g] = 0;
+		log_info("event=restarting child=%s", child_names[g]);
+		restart_now((enum child_slot)g);
+	}
+}
+
+/* Milliseconds until the next delayed restart, -1 if none. */
+static int
+restart_timeout(void)
+{
+	time_t now = monotime(), next = 0;
+
+	for (int g = 0; g < CHILD_MAX; g++)
+		if (restart_due[g] != 0 && (next == 0 || restart_due[g] < next))
+			next = restart_due[g];
+	if (next == 0)
+		return -1;
+	return next <= now ? 0 : (int)(next - now) * 1000;
 }
 
 static void
@@ -540,7 +596,8 @@ parent_loop(void)
 		}
 		pfd[CHILD_MAX].fd = signal_fd;
 		pfd[CHILD_MAX].events = POLLIN;
-		if (poll(pfd, CHILD_MAX + 1, -1) == -1 && errno != EINTR)
+		if (poll(pfd, CHILD_MAX + 1, restart_timeout()) == -1 &&
+		    errno != EINTR)
 			fatal("poll");
 		sig_drain();
 		if (stopping()) {
@@ -551,6 +608,7 @@ parent_loop(void)
 		}
 		if (sig_take(SIGCHLD))
 			reap_children();
+		run_delayed_restarts();
 		if (sig_take(SIGHUP))
 			reload();
 		for (int s = 0; s < CHILD_MAX; s++)

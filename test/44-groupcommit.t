@@ -21,7 +21,7 @@ import msatest as t  # noqa: E402
 t.set_timeout(300)
 ALICE = ("alice", "alice-pw")
 CLIENTS = 8
-KILLS = 4  # the parent gives up on a child restarted 5 times in a minute
+KILLS = 4  # a 5th death within a minute delays the restart by 30 s
 PER_SESSION = 10
 CLIENT_TIMEOUT = 6  # a commit lost with its queue process is never answered
 MSA_UID = pwd.getpwnam("msa").pw_uid
