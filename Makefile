@@ -84,8 +84,10 @@ run: $(BUILD)/.deps msa
 	./msa -c $(BUILD)/dev/msa.yaml
 
 # The whole suite: unit and integration tests, then the same again against
-# the ASan+UBSan build, then the unit tests under valgrind.
-check: check-unit check-asan check-valgrind
+# the ASan+UBSan build, then the unit tests under valgrind, then every
+# libFuzzer target for a bounded time (test/fuzz/fuzz.mk; make fuzz runs
+# them longer).
+check: check-unit check-asan check-valgrind fuzz-smoke
 
 check-unit: $(BUILD)/.deps $(BIN) $(UNIT_BINS) hooks
 	MSA_HOOKS=$(CURDIR)/build/hooks/msa prove -f $(UNIT_BINS) test/*.t
@@ -123,3 +125,5 @@ format:
 
 clean:
 	rm -rf build/*.o build/test build/asan build/hooks build/fuzz msa
+
+include test/fuzz/fuzz.mk

@@ -181,6 +181,17 @@ path_route(const char **pp)
 }
 
 /* Quoted-string: qtextSMTP and quoted-pairSMTP, printable ASCII only. */
+/*
+ * Legal inside quotes, but "<a>"@x or "b@evil" only ever serve to confuse
+ * whoever splits the address later (queue domain grouping, the relay's
+ * job check, logs): no real mailbox needs them.
+ */
+static bool
+path_quoted_forbidden(unsigned char c)
+{
+	return c == '<' || c == '>' || c == '@';
+}
+
 static int
 path_quoted_local(const char **pp, struct sbuf *sb)
 {
@@ -194,13 +205,13 @@ path_quoted_local(const char **pp, struct sbuf *sb)
 			break;
 		if (c == '\\') {
 			c = (unsigned char)p[1];
-			if (c < 32 || c > 126)
+			if (c < 32 || c > 126 || path_quoted_forbidden(c))
 				return -1;
 			sb_add(sb, p, 2);
 			p += 2;
 			continue;
 		}
-		if (c < 32 || c > 126)
+		if (c < 32 || c > 126 || path_quoted_forbidden(c))
 			return -1;
 		sb_addc(sb, (char)c);
 		p++;

@@ -31,6 +31,7 @@
 /* A configuration file is a page of YAML; refuse anything absurd. */
 #define CONFIG_MAX_BYTES (1024 * 1024)
 #define CONFIG_NO_MAX UINT64_MAX
+#define CONFIG_YEAR (365 * 86400ULL) /* the longest duration any key takes */
 /* time_t is signed on every platform msa runs on (including 32-bit). */
 #define CONFIG_TIME_MAX                                                        \
 	((time_t)(((uint64_t)1 << (sizeof(time_t) * CHAR_BIT - 1)) - 1))
@@ -798,6 +799,12 @@ config_set_duration(struct config_ctx *c, const struct config_key *d,
 		    (unsigned long long)d->min);
 		return;
 	}
+	/* Bounded so that time arithmetic on them can never overflow. */
+	if ((uint64_t)t > d->max) {
+		config_key_error(c, v->start_mark, "must be at most %llud",
+		    (unsigned long long)d->max / 86400);
+		return;
+	}
 	*(time_t *)field = t;
 }
 
@@ -1285,7 +1292,7 @@ static const struct config_key config_auth_keys[] = {
 	    .type = K_DURATION,
 	    CFIELD(auth_cache),
 	    .min = 0,
-	    .max = CONFIG_NO_MAX },
+	    .max = CONFIG_YEAR },
 	{ .name = NULL },
 };
 
@@ -1362,19 +1369,19 @@ static const struct config_key config_retry_keys[] = {
 	    .type = K_DURATION,
 	    CFIELD(retry_first),
 	    .min = 1,
-	    .max = CONFIG_NO_MAX,
+	    .max = CONFIG_YEAR,
 	    .mark = CM_FIRST },
 	{ .name = "max",
 	    .type = K_DURATION,
 	    CFIELD(retry_max),
 	    .min = 1,
-	    .max = CONFIG_NO_MAX,
+	    .max = CONFIG_YEAR,
 	    .mark = CM_MAX },
 	{ .name = "give_up",
 	    .type = K_DURATION,
 	    CFIELD(retry_give_up),
 	    .min = 1,
-	    .max = CONFIG_NO_MAX },
+	    .max = CONFIG_YEAR },
 	{ .name = NULL },
 };
 

@@ -566,6 +566,10 @@ static const struct bad_config {
 	    "m, h or d, e.g. 5m)" },
 	{ "user: root\nrelay:\n  retry: { give_up: 0 }\n", 1,
 	    "3:21: relay.retry.give_up: must be at least 1s" },
+	{ "user: root\nrelay:\n  retry: { give_up: 9223372036854775807 }\n",
+	    1, "3:21: relay.retry.give_up: must be at most 365d" },
+	{ "user: root\nauth:\n  cache: 400d\n", 1,
+	    "3:10: auth.cache: must be at most 365d" },
 	{ "user: root\nlimits:\n  message_size: 25MB\n", 1,
 	    "3:17: limits.message_size: bad size \"25MB\" (a number of bytes "
 	    "with K, M or G, e.g. 25M)" },
