@@ -1421,6 +1421,11 @@ static const struct config_key config_dns_keys[] = {
 	{ .name = NULL },
 };
 
+static const struct config_key config_sandbox_keys[] = {
+	{ .name = "seccomp", .type = K_BOOL, CFIELD(sandbox_seccomp) },
+	{ .name = NULL },
+};
+
 static const struct config_key config_top_keys[] = {
 	{ .name = "hostname",
 	    .type = K_STR,
@@ -1463,6 +1468,7 @@ static const struct config_key config_top_keys[] = {
 	    .sub = config_relay_keys,
 	    .mark = CM_RELAY },
 	{ .name = "dns", .type = K_MAP, .sub = config_dns_keys },
+	{ .name = "sandbox", .type = K_MAP, .sub = config_sandbox_keys },
 	{ .name = NULL },
 };
 
@@ -1552,6 +1558,7 @@ config_base_defaults(struct config *cfg)
 	cfg->from_mismatch = FROM_MISMATCH_REJECT;
 	cfg->remove_bcc = true;
 	cfg->hide_client_ip = false;
+	cfg->sandbox_seccomp = true;
 	cfg->relay_mode = RELAY_MX;
 	cfg->relay_tls = RELAY_TLS_OPPORTUNISTIC;
 	cfg->smarthost_port = 587;

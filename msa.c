@@ -632,6 +632,7 @@ daemon_main(struct config *cfg)
 	log_init(cfg->log_level, cfg->log_syslog, "parent");
 	tzset();
 	tls_prime();
+	sandbox_configure(cfg->sandbox_seccomp);
 	if (spool_prepare(cfg, err, sizeof(err)) == -1) {
 		log_errorx("event=error spool=%s reason=\"%s\"", cfg->spool, err);
 		return 2;

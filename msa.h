@@ -122,6 +122,8 @@ struct config {
 	struct nameserver_cfg nameservers[MAX_NAMESERVERS];
 	size_t nnameservers; /* 0: use /etc/resolv.conf */
 
+	bool sandbox_seccomp; /* false only for kernels without seccomp */
+
 	/* Derived at load time, not keys of the file. */
 	uid_t uid;
 	gid_t gid;
@@ -450,6 +452,12 @@ int spool_prepare(const struct config *cfg, char *err, size_t errlen);
 
 /* Install role's seccomp allow-list; fatal if it cannot. */
 void sandbox_enter(enum proc_role role);
+/*
+ * sandbox.seccomp: false turns the filters off (a kernel without seccomp
+ * filtering); every role then says so loudly at start.  Called once by the
+ * parent before any fork.
+ */
+void sandbox_configure(bool seccomp);
 
 /* ------------------------------------------------------------------ */
 /* TLS (tls.c)                                                         */

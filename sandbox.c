@@ -230,6 +230,17 @@ static const char *const sb_role_names[ROLE_MAX] = {
 };
 
 static bool sb_debug; /* MSA_SECCOMP_DEBUG, read once at start-up */
+static bool sb_disabled; /* sandbox.seccomp: false */
+
+void
+sandbox_configure(bool seccomp)
+{
+	sb_disabled = !seccomp;
+	if (sb_disabled)
+		log_warnx("event=sandbox-disabled reason=\"sandbox.seccomp is "
+			  "false\" hint=\"no process is confined by seccomp; "
+			  "use this only on a kernel without it\"");
+}
 static const char *volatile sb_current = "none";
 
 __attribute__((constructor)) static void
@@ -377,7 +388,8 @@ sandbox_build(enum proc_role role, uint32_t deny)
 	if ((ctx = seccomp_init(deny)) == NULL)
 		fatalx("event=sandbox_error role=%s call=seccomp_init "
 		       "hint=\"seccomp filters with the kill-process action "
-		       "are unavailable (Linux 4.14 or later needed)\"",
+		       "are unavailable (Linux 4.14 or later needed); "
+		       "sandbox.seccomp: false runs without them\"",
 		    name);
 	/* 32-bit or x32 calls from this 64-bit process: same fate. */
 	if ((rc = seccomp_attr_set(ctx, SCMP_FLTATR_ACT_BADARCH, deny)) < 0) {
@@ -420,6 +432,13 @@ sandbox_enter(enum proc_role role)
 		    "event=sandbox role=parent filter=none no_new_privs=1");
 		return;
 	}
+	if (sb_disabled) {
+		/* Loud on purpose: every role says it at every start. */
+		if (role != ROLE_SESSION)
+			log_warnx("event=sandbox-disabled role=%s filter=none",
+			    name);
+		return;
+	}
 	ctx = sandbox_build(
 	    role, sb_debug ? SCMP_ACT_TRAP : SCMP_ACT_KILL_PROCESS);
 	log_debug("event=sandbox role=%s syscalls=%d mode=%s", name,
@@ -432,8 +451,9 @@ sandbox_enter(enum proc_role role)
 	if (rc < 0) {
 		errno = -rc;
 		fatal("event=sandbox_error role=%s call=seccomp_load "
-		      "hint=\"cannot install the seccomp filter; a kernel "
-		      "without seccomp filtering is not supported\"",
+		      "hint=\"cannot install the seccomp filter; on a kernel "
+		      "without seccomp filtering set sandbox.seccomp: false "
+		      "(not recommended)\"",
 		    name);
 	}
 #ifdef MSA_TEST_HOOKS

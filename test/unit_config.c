@@ -527,7 +527,7 @@ static const struct bad_config {
 	{ "user: root\nfoo: 1\n", 1,
 	    "2:1: foo: unknown key (known keys: hostname, domain, user, "
 	    "spool, log, listen, tls, auth, senders, limits, policy, relay, "
-	    "dns)" },
+	    "dns, sandbox)" },
 	{ "user: root\ntls:\n  cert: /x\n", 1,
 	    "3:3: tls.cert: unknown key (known keys: certificate, key, "
 	    "min_version)" },
@@ -690,7 +690,7 @@ static const struct bad_config {
 	    4,
 	    "2:1: foo: unknown key (known keys: hostname, domain, user, "
 	    "spool, log, listen, tls, auth, senders, limits, policy, relay, "
-	    "dns)" },
+	    "dns, sandbox)" },
 };
 
 static void
@@ -728,7 +728,7 @@ test_keep_going(void)
 	(void)snprintf(want, sizeof(want),
 	    "%s:6:1: bar: unknown key (known keys: hostname, domain, user, "
 	    "spool, log, listen, tls, auth, senders, limits, policy, relay, "
-	    "dns)",
+	    "dns, sandbox)",
 	    path);
 	is_str(lines[3], want, "the last one is reported too");
 	config_free(&cfg);
