@@ -53,7 +53,7 @@ TEST_PKGS  = perl python3 python3-aiosmtpd python3-dnslib apache2-utils \
 	     procps iproute2 binutils valgrind
 
 .PHONY: all deps run check check-unit check-asan check-valgrind unit hooks \
-	install clean format
+	bench install clean format
 
 all: $(BUILD)/.deps $(BIN)
 
@@ -119,6 +119,10 @@ install: msa
 	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(SYSCONFDIR)/msa
 	install -m 0755 msa $(DESTDIR)$(SBINDIR)/msa
 	install -m 0644 msa.yaml.example $(DESTDIR)$(SYSCONFDIR)/msa/msa.yaml.example
+
+# The load generator for bench/compare (not part of make check).
+bench:
+	$(MAKE) -C bench
 
 format:
 	clang-format -i *.c *.h test/*.c bench/*.c

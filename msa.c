@@ -12,6 +12,9 @@
 #include <sys/un.h>
 #include <sys/wait.h>
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -86,6 +89,13 @@ bind_listener(struct listen_cfg *l)
 	}
 	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on)) == -1)
 		log_warn("setsockopt SO_REUSEADDR");
+	/*
+	 * Accepted sockets inherit it: replies are whole lines flushed at
+	 * once, and Nagle would hold the EHLO reply behind the TLS ticket
+	 * until the client's delayed ACK (40 ms on every new connection).
+	 */
+	if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on)) == -1)
+		log_warn("setsockopt TCP_NODELAY");
 	/* "[::]:587" and "0.0.0.0:587" are separate entries of the config. */
 	if (l->ss.ss_family == AF_INET6 &&
 	    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof(on)) == -1)
