@@ -9,17 +9,30 @@
  *
  * Layout: relay_main() loads what needs files (CA bundle, smarthost
  * password, nameservers), confines itself in <spool>/empty and then forks
- * one worker per job.  A worker does blocking I/O with poll timeouts and
- * reports its results over a socketpair in the usual framing; the main
- * process checks them (a worker talks to the network, so it is trusted
- * less than the queue), forwards them, and makes up TEMPFAIL results for a
- * worker that dies before it has answered for every recipient.
+ * workers.  A worker does blocking I/O with poll timeouts and reports its
+ * results over a socketpair in the usual framing; the main process checks
+ * them (a worker talks to the network, so it is trusted less than the
+ * queue), forwards them, and makes up TEMPFAIL results for a worker that
+ * dies before it has answered for every recipient.
  *
- * Inside a worker, relay_deliver() walks the MX hosts (or the smarthost)
- * and their addresses; one connection is a session (greeting, EHLO,
- * STARTTLS, AUTH) followed by one transaction (MAIL, RCPT..., DATA).  The
- * two are separate steps so that a later worker can run several
- * transactions over one session.
+ * Inside a worker, relay_deliver_cached() walks the MX hosts (or the
+ * smarthost) and their addresses; one connection is a session (greeting,
+ * EHLO, STARTTLS, AUTH) followed by transactions (RSET, MAIL, RCPT...,
+ * DATA).  Connection reuse: a worker that ends a job with its session
+ * still open keeps it (struct relay_cache) and tells the main process so
+ * in its IMSG_RELAY_DONE (struct relay_worker_done).  The main process
+ * then counts it idle under the job's destination key (relay_dest_key:
+ * the smarthost, or the recipient domain in mx mode) and hands it the next
+ * job for that destination over the same socketpair (IMSG_RELAY_JOB with
+ * the message descriptor) instead of forking a new worker.  The next
+ * transaction starts with RSET, pipelined with MAIL, RCPT and DATA; if the
+ * kept connection turns out dead before any recipient was accepted, the
+ * worker reconnects at once (TLS session resumed from the SSL_SESSION it
+ * kept) and nothing is deferred.  An idle worker is closed by the main
+ * process after RELAY_IDLE_SECS (it QUITs and exits), or evicted at once
+ * when its slot is needed for another destination.  The queue needs no
+ * change: it sends the next job when it gets a DONE, and that job finds
+ * the idle worker.
  *
  * Choices where the specification leaves room:
  * - mx mode, opportunistic TLS: a failed handshake is retried once on the
@@ -39,6 +52,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 
 #include <errno.h>
 #include <fcntl.h>
@@ -65,6 +79,10 @@
 #define RELAY_CHUNK 16384 /* message bytes read per pread */
 #define RELAY_MAX_CONNECTS 10 /* connection attempts per job */
 #define RELAY_WORKER_MAX_SECS (2 * 60 * 60) /* then the worker is killed */
+#define RELAY_REUSE_MAX_SECS (5 * 60) /* a connection is not reused after */
+#define RELAY_REUSE_MAX_TXNS 1000 /* transactions on one connection */
+#define RELAY_IDLE_WAIT_MS (60 * 1000) /* an idle worker without news exits */
+#define RELAY_CLOSE_GRACE 15 /* seconds a retired worker has to QUIT */
 #define RELAY_DEFAULT_CAFILE "/etc/ssl/certs/ca-certificates.crt"
 
 const struct relay_timeouts relay_default_timeouts = {
@@ -103,10 +121,23 @@ struct relay_conn {
 	char relay[MAX_DOMAIN + 64]; /* "host[addr]:port" */
 	bool verified;
 	bool tls_clean; /* handshake done, no fatal TLS error since */
+	bool dead; /* I/O failed or 421: never to be reused */
+	bool tls_fatal; /* a TLS protocol error (not just a lost TCP) */
+	unsigned txns; /* transactions begun on this connection */
+	int64_t opened; /* relay_now_ms() when the session was ready */
+	SSL_SESSION *resume; /* offered in the handshake; not owned */
 	struct relay_caps caps;
 	char rbuf[2 * RELAY_LINE_MAX];
 	size_t rpos, rlen;
 	char err[MAX_REPLY]; /* why the last I/O failed */
+};
+
+/* What a worker keeps between jobs (msa.h). */
+struct relay_cache {
+	struct relay_conn conn; /* conn.fd == -1: no session kept */
+	char key[RELAY_KEY_MAX]; /* the destination it leads to */
+	SSL_SESSION *sess; /* last TLS session, for resumption */
+	char sess_peer[MAX_DOMAIN + 64]; /* the conn.relay it came from */
 };
 
 /* One job inside relay_deliver(). */
@@ -126,6 +157,9 @@ struct relay_txn {
 	char last_relay[MAX_DOMAIN + 64]; /* where last_err happened */
 	const char *last_tls; /* its TLS version (OpenSSL's string), or NULL */
 	bool last_verified;
+	struct relay_cache *cache; /* NULL: close every connection */
+	char key[RELAY_KEY_MAX]; /* relay_dest_key() of the job */
+	bool reconnect; /* a kept connection was found dead before use */
 };
 
 /* ------------------------------------------------------------------ */
@@ -401,6 +435,85 @@ badchar:
 	return -1;
 }
 
+void
+relay_dest_key(const struct config *cfg, const struct ipc_relay_job *job,
+    char *out, size_t outlen)
+{
+	size_t i, len;
+
+	if (cfg->relay_mode == RELAY_SMARTHOST) {
+		if (bsnprintf(out, outlen, "smarthost:%s:%u",
+			cfg->smarthost_host, cfg->smarthost_port)
+		    == -1)
+			strlcpy_msa(out, "smarthost", outlen);
+		return;
+	}
+	if (bsnprintf(out, outlen, "mx:%s", job->domain) == -1) {
+		/* Cannot happen with RELAY_KEY_MAX; never share a key. */
+		strlcpy_msa(out, "", outlen);
+		return;
+	}
+	len = strlen(out);
+	if (len > 3 && out[len - 1] == '.')
+		out[--len] = '\0';
+	for (i = 0; i < len; i++)
+		if (out[i] >= 'A' && out[i] <= 'Z')
+			out[i] = (char)(out[i] - 'A' + 'a');
+}
+
+/* ------------------------------------------------------------------ */
+/* Worker slots: which worker takes a job (pure, for unit tests)       */
+
+bool
+relay_slot_expired(const struct relay_slot *s, time_t now)
+{
+	return s->state == RELAY_SLOT_IDLE && now - s->since >= RELAY_IDLE_SECS;
+}
+
+enum relay_pick
+relay_pick_slot(const struct relay_slot *slots, size_t n, unsigned max_busy,
+    const char *key, size_t *idx)
+{
+	size_t i, busy = 0, mine = n, freeslot = n, oldest = n;
+
+	for (i = 0; i < n; i++) {
+		switch (slots[i].state) {
+		case RELAY_SLOT_BUSY:
+			busy++;
+			break;
+		case RELAY_SLOT_FREE:
+			if (freeslot == n)
+				freeslot = i;
+			break;
+		case RELAY_SLOT_IDLE:
+			/* The most recently used session is the likeliest
+			 * to be alive; the least recently used goes first. */
+			if (key[0] != '\0' && strcmp(slots[i].key, key) == 0) {
+				if (mine == n || slots[i].since > slots[mine].since)
+					mine = i;
+			} else if (oldest == n
+			    || slots[i].since < slots[oldest].since)
+				oldest = i;
+			break;
+		}
+	}
+	if (busy >= max_busy)
+		return RELAY_PICK_NONE;
+	if (mine < n) {
+		*idx = mine;
+		return RELAY_PICK_IDLE;
+	}
+	if (freeslot < n) {
+		*idx = freeslot;
+		return RELAY_PICK_FREE;
+	}
+	if (oldest < n) {
+		*idx = oldest;
+		return RELAY_PICK_EVICT;
+	}
+	return RELAY_PICK_NONE;
+}
+
 /* ------------------------------------------------------------------ */
 /* TLS client context                                                  */
 
@@ -521,6 +634,8 @@ relay_ssl_retry(
 		    errno != 0 ? strerror(errno) : "connection closed",
 		    c->relay);
 	else {
+		if (e == SSL_ERROR_SSL)
+			c->tls_fatal = true;
 		code = ERR_get_error();
 		(void)bsnprintf(c->err, sizeof(c->err), "%s with %s: %s", what,
 		    c->relay,
@@ -623,17 +738,22 @@ relay_read_reply(struct relay_conn *c, struct relay_reply *r, int timeout)
 	relay_reply_init(r);
 	for (;;) {
 		if ((len = relay_getline(c, line, sizeof(line), deadline))
-		    == -1)
+		    == -1) {
+			c->dead = true;
 			return -1;
+		}
 		if ((f = relay_reply_feed(r, line, (size_t)len)) == -1) {
 			(void)bsnprintf(c->err, sizeof(c->err),
 			    "malformed reply from %s: %s", c->relay,
 			    relay_log_quote(clean, sizeof(clean), line));
+			c->dead = true;
 			return -1;
 		}
 		if (f == 1)
 			break;
 	}
+	if (r->code == 421)
+		c->dead = true; /* the server closes the connection */
 	log_debug("event=smtp_reply relay=%s code=%d", c->relay, r->code);
 	return 0;
 }
@@ -654,8 +774,10 @@ relay_write(struct relay_conn *c, const char *buf, size_t len, int timeout)
 			    c->ssl, buf, len > INT_MAX ? INT_MAX : (int)len);
 			if (r <= 0) {
 				if (relay_ssl_retry(c, r, deadline, "TLS write")
-				    == -1)
+				    == -1) {
+					c->dead = true;
 					return -1;
+				}
 				continue;
 			}
 			n = r;
@@ -668,10 +790,13 @@ relay_write(struct relay_conn *c, const char *buf, size_t len, int timeout)
 					(void)bsnprintf(c->err, sizeof(c->err),
 					    "write to %s: %s", c->relay,
 					    strerror(errno));
+					c->dead = true;
 					return -1;
 				}
-				if (relay_wait(c, POLLOUT, deadline) == -1)
+				if (relay_wait(c, POLLOUT, deadline) == -1) {
+					c->dead = true;
 					return -1;
+				}
 				continue;
 			}
 		}
@@ -696,6 +821,7 @@ relay_send_cmd(struct relay_conn *c, struct relay_reply *r, int timeout,
 
 	if (n > RELAY_CMD_MAX) {
 		(void)bsnprintf(c->err, sizeof(c->err), "command too long");
+		c->dead = true;
 		return -1;
 	}
 	log_debug("event=smtp_send relay=%s cmd=%s", c->relay, shown);
@@ -737,7 +863,7 @@ relay_connect(struct relay_conn *c, const struct sockaddr *sa, socklen_t salen)
 {
 	int64_t deadline = relay_now_ms() + c->to->connect;
 	socklen_t len = sizeof(int);
-	int soerr = 0;
+	int soerr = 0, one = 1;
 
 	c->fd = socket(
 	    sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -746,6 +872,14 @@ relay_connect(struct relay_conn *c, const struct sockaddr *sa, socklen_t salen)
 		    c->err, sizeof(c->err), "socket: %s", strerror(errno));
 		return -1;
 	}
+	/*
+	 * Every write is a whole command, a pipelined group or a piece of
+	 * the body: Nagle would hold the last small one until the peer's
+	 * delayed ACK (40 ms per message on Linux).
+	 */
+	if (setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one))
+	    == -1)
+		log_debug("event=relay_nodelay_failed errno=%d", errno);
 	if (connect(c->fd, sa, salen) == 0)
 		return 0;
 	if (errno != EINPROGRESS) {
@@ -797,6 +931,9 @@ relay_tls_handshake(const struct relay_env *env, struct relay_conn *c)
 		    "cannot use %s as TLS name", c->host);
 		return -1;
 	}
+	/* A session from an earlier connection to this peer: resume it. */
+	if (c->resume != NULL && SSL_set_session(c->ssl, c->resume) != 1)
+		ERR_clear_error(); /* a full handshake then */
 	SSL_set_connect_state(c->ssl);
 	for (;;) {
 		ERR_clear_error();
@@ -814,8 +951,9 @@ relay_tls_handshake(const struct relay_env *env, struct relay_conn *c)
 		(void)bsnprintf(c->err, sizeof(c->err),
 		    "certificate of %s not verified: %s", c->relay,
 		    X509_verify_cert_error_string(vr));
-	log_debug("event=tls_up relay=%s version=%s verified=%s", c->relay,
-	    SSL_get_version(c->ssl), c->verified ? "yes" : "no");
+	log_debug("event=tls_up relay=%s version=%s verified=%s resumed=%s",
+	    c->relay, SSL_get_version(c->ssl), c->verified ? "yes" : "no",
+	    SSL_session_reused(c->ssl) ? "yes" : "no");
 	return 0;
 }
 
@@ -1245,29 +1383,92 @@ relay_rcpts_pipelined(
 }
 
 /*
- * MAIL and the RCPTs for every pending recipient, pipelined when offered
- * (RFC 2920: MAIL and all RCPTs in one write, replies read in order).
- * TRY_DONE: carry on with the accepted ones (maybe none).
+ * RSET on a kept connection, alone (no PIPELINING).  A failure means the
+ * connection died while idle: nothing was sent, reconnect.
  */
 static enum relay_try
-relay_envelope(struct relay_txn *t, struct relay_conn *c)
+relay_rset(struct relay_txn *t, struct relay_conn *c)
 {
-	bool pipe = c->caps.pipelining;
+	struct relay_reply r;
+
+	if (relay_cmd(c, &r, c->to->connect, "RSET") == -1)
+		relay_set_err(t, "4.4.2 %s", c->err);
+	else if (r.code / 100 != 2)
+		relay_set_err(t, "%s", r.text);
+	else
+		return TRY_DONE;
+	c->dead = true;
+	t->reconnect = true;
+	return TRY_NEXT;
+}
+
+/*
+ * The reply to a pipelined DATA when no recipient can use it.  A 354
+ * (after a failed MAIL or with every RCPT refused) is ended with a lone
+ * "." whose reply is read and dropped (RFC 2920 section 3.1).
+ */
+static void
+relay_data_drain(struct relay_conn *c, struct relay_reply *data)
+{
+	struct relay_reply r;
+
+	if (relay_read_reply(c, data, c->to->data_init) == -1
+	    || data->code != 354)
+		return;
+	if (relay_write(c, ".\r\n", 3, c->to->data_block) == -1
+	    || relay_read_reply(c, &r, c->to->data_final) == -1)
+		c->dead = true;
+}
+
+/*
+ * MAIL and the RCPTs for every pending recipient, pipelined when offered
+ * (RFC 2920: one write, replies read in order).  With PIPELINING the group
+ * also starts with RSET on a reused connection and ends with DATA, whose
+ * reply is left in *data (code 0 when DATA was not sent): a message then
+ * costs two round trips.  TRY_DONE: carry on with the accepted ones (maybe
+ * none).
+ */
+static enum relay_try
+relay_envelope(
+    struct relay_txn *t, struct relay_conn *c, struct relay_reply *data)
+{
+	bool pipe = c->caps.pipelining, rset = c->txns > 0;
 	struct relay_reply mail;
 	enum relay_try tr;
 	struct buf b;
 	size_t i;
 	int w;
 
+	relay_reply_init(data);
+	relay_reply_init(&mail);
+	c->txns++;
+	if (rset && !pipe && relay_rset(t, c) != TRY_DONE)
+		return TRY_NEXT;
 	buf_init(&b);
+	if (rset && pipe)
+		buf_addstr(&b, "RSET\r\n");
 	relay_mail_line(t, c, &b);
 	for (i = 0; pipe && i < t->nrcpt; i++)
 		if (t->state[i] == RS_PENDING)
 			buf_printf(&b, "RCPT TO:<%s>\r\n", t->rcpts[i].addr);
-	log_debug("event=smtp_send relay=%s cmd=MAIL pipelined=%s", c->relay,
-	    pipe ? "yes" : "no");
+	if (pipe)
+		buf_addstr(&b, "DATA\r\n");
+	log_debug("event=smtp_send relay=%s cmd=%sMAIL pipelined=%s", c->relay,
+	    rset && pipe ? "RSET+" : "", pipe ? "yes" : "no");
 	w = relay_write(c, b.data, b.len, c->to->mail);
 	buf_free(&b);
+	if (rset && pipe) {
+		if (w == -1 || relay_read_reply(c, &mail, c->to->connect) == -1)
+			relay_set_err(t, "4.4.2 %s", c->err);
+		else if (mail.code / 100 != 2)
+			relay_set_err(t, "%s", mail.text);
+		if (w == -1 || mail.code / 100 != 2) {
+			/* Died while idle: nothing accepted, reconnect. */
+			c->dead = true;
+			t->reconnect = true;
+			return TRY_NEXT;
+		}
+	}
 	if (w == -1 || relay_read_reply(c, &mail, c->to->mail) == -1) {
 		relay_set_err(t, "4.4.2 %s", c->err);
 		return TRY_NEXT;
@@ -1275,15 +1476,31 @@ relay_envelope(struct relay_txn *t, struct relay_conn *c)
 	if (!pipe) {
 		if (mail.code / 100 != 2)
 			return relay_mail_failed(t, c, &mail);
-		tr = relay_rcpts_serial(t, c);
-	} else if (mail.code == 421)
-		tr = relay_mail_failed(t, c, &mail); /* nothing more comes */
-	else
-		tr = relay_rcpts_pipelined(t, c, &mail);
-	return tr;
+		return relay_rcpts_serial(t, c);
+	}
+	if (mail.code == 421)
+		return relay_mail_failed(t, c, &mail); /* nothing more comes */
+	tr = relay_rcpts_pipelined(t, c, &mail);
+	if (tr != TRY_DONE)
+		return tr; /* the connection is not used any further */
+	if (relay_count(t, RS_ACCEPTED) == 0) {
+		if (!c->dead)
+			relay_data_drain(c, data);
+		relay_reply_init(data);
+		return TRY_DONE;
+	}
+	if (relay_read_reply(c, data, c->to->data_init) == -1) {
+		relay_set_err(t, "4.4.2 %s", c->err);
+		relay_unaccept(t);
+		return TRY_NEXT;
+	}
+	return TRY_DONE;
 }
 
-/* Stream the data file dot-stuffed, then the final ".". */
+/*
+ * Stream the data file dot-stuffed; the final "." goes out with the last
+ * piece, so a small message is one write.
+ */
 static int
 relay_send_body(struct relay_txn *t, struct relay_conn *c)
 {
@@ -1302,57 +1519,66 @@ relay_send_body(struct relay_txn *t, struct relay_conn *c)
 			(void)bsnprintf(c->err, sizeof(c->err),
 			    "reading the message: %s",
 			    got == 0 ? "file shrank" : strerror(errno));
+			c->dead = true; /* a DATA that cannot be ended */
 			return -1;
 		}
 		n = relay_dotstuff(&bol, in, (size_t)got, out);
 		last = in[got - 1];
+		off += (uint64_t)got;
+		if (off >= t->size) {
+			/* The spool keeps CRLF lines; never glue "." to a
+			 * partial line. */
+			if (last != '\n') {
+				memcpy(out + n, "\r\n", 2);
+				n += 2;
+			}
+			memcpy(out + n, ".\r\n", 3);
+			return relay_write(c, out, n + 3, c->to->data_block);
+		}
 		if (relay_write(c, out, n, c->to->data_block) == -1)
 			return -1;
-		off += (uint64_t)got;
 	}
-	/* The spool keeps CRLF lines; never glue "." to a partial line. */
-	if (last != '\n')
-		return relay_write(c, "\r\n.\r\n", 5, c->to->data_block);
 	return relay_write(c, ".\r\n", 3, c->to->data_block);
 }
 
+/* DATA (unless its reply came pipelined in *r), the body, the verdict. */
 static enum relay_try
-relay_data(struct relay_txn *t, struct relay_conn *c)
+relay_data(struct relay_txn *t, struct relay_conn *c, struct relay_reply *r)
 {
-	struct relay_reply r;
 	char why[MAX_REPLY];
 
-	if (relay_cmd(c, &r, c->to->data_init, "DATA") == -1) {
+	if (r->code == 0 && relay_cmd(c, r, c->to->data_init, "DATA") == -1) {
 		relay_set_err(t, "4.4.2 %s", c->err);
 		relay_unaccept(t);
 		return TRY_NEXT;
 	}
-	if (r.code == 421) {
-		relay_set_err(t, "%s", r.text);
+	if (r->code == 421) {
+		relay_set_err(t, "%s", r->text);
 		relay_unaccept(t);
 		return TRY_NEXT;
 	}
-	if (r.code != 354) {
+	if (r->code != 354) {
 		relay_final_accepted(t,
-		    r.code / 100 == 5 ? RELAY_PERMFAIL : RELAY_TEMPFAIL, r.text,
-		    c);
+		    r->code / 100 == 5 ? RELAY_PERMFAIL : RELAY_TEMPFAIL,
+		    r->text, c);
 		return TRY_DONE;
 	}
 	/* From here a lost connection may have delivered: never retry now. */
 	if (relay_send_body(t, c) == -1
-	    || relay_read_reply(c, &r, c->to->data_final) == -1) {
+	    || relay_read_reply(c, r, c->to->data_final) == -1) {
 		(void)bsnprintf(
 		    why, sizeof(why), "4.4.2 %s during DATA", c->err);
 		relay_final_accepted(t, RELAY_TEMPFAIL, why, c);
 		return TRY_STOP;
 	}
-	relay_final_accepted(t, relay_status_of(r.code), r.text, c);
+	relay_final_accepted(t, relay_status_of(r->code), r->text, c);
 	return TRY_DONE;
 }
 
 static enum relay_try
 relay_transaction(struct relay_txn *t, struct relay_conn *c)
 {
+	struct relay_reply data;
 	char why[MAX_REPLY];
 	enum relay_try tr;
 
@@ -1366,11 +1592,11 @@ relay_transaction(struct relay_txn *t, struct relay_conn *c)
 		relay_final_all(t, RELAY_PERMFAIL, why, c);
 		return TRY_DONE;
 	}
-	if ((tr = relay_envelope(t, c)) != TRY_DONE)
+	if ((tr = relay_envelope(t, c, &data)) != TRY_DONE)
 		return tr;
 	if (relay_count(t, RS_ACCEPTED) == 0)
 		return TRY_DONE; /* every recipient refused: no DATA */
-	return relay_data(t, c);
+	return relay_data(t, c, &data);
 }
 
 static void
@@ -1405,36 +1631,143 @@ relay_conn_name(
 		    c->relay, sizeof(c->relay), "[%s]:%u", c->addr, port);
 }
 
-/* One connection to one address, through to QUIT. */
+/* Remember where a failure happened, for recipients decided later. */
+static void
+relay_note_failure(struct relay_txn *t, const struct relay_conn *c,
+    const char *result)
+{
+	char reason[MAX_REPLY];
+
+	strlcpy_msa(t->last_relay, c->relay, sizeof(t->last_relay));
+	t->last_tls = c->ssl != NULL ? SSL_get_version(c->ssl) : NULL;
+	t->last_verified = c->verified;
+	log_info("event=delivery_attempt id=%s relay=%s result=%s "
+		 "reason=\"%s\"",
+	    t->job->id, c->relay, result,
+	    relay_log_quote(reason, sizeof(reason), t->last_err));
+}
+
+/*
+ * Keep the TLS session of c for the next connection to the same peer.  A
+ * copy: OpenSSL marks the connection's own session not resumable when it
+ * is freed without close_notify, which is how SMTP connections often end.
+ */
+static void
+relay_cache_session(struct relay_cache *k, const struct relay_conn *c)
+{
+	SSL_SESSION *sess, *copy;
+
+	if (k == NULL || c->ssl == NULL || c->tls_fatal
+	    || (sess = SSL_get1_session(c->ssl)) == NULL)
+		return;
+	copy = SSL_SESSION_is_resumable(sess) ? SSL_SESSION_dup(sess) : NULL;
+	SSL_SESSION_free(sess);
+	if (copy == NULL)
+		return;
+	SSL_SESSION_free(k->sess);
+	k->sess = copy;
+	strlcpy_msa(k->sess_peer, c->relay, sizeof(k->sess_peer));
+}
+
+/* A connection that met a TLS protocol error: never resume its session. */
+static void
+relay_cache_forget(struct relay_cache *k, const struct relay_conn *c)
+{
+	if (k == NULL || k->sess == NULL || !c->tls_fatal
+	    || strcmp(k->sess_peer, c->relay) != 0)
+		return;
+	SSL_SESSION_free(k->sess);
+	k->sess = NULL;
+	k->sess_peer[0] = '\0';
+}
+
+/* A connection whose transaction went well: keep it for the next job? */
+static bool
+relay_cache_keep(struct relay_txn *t, struct relay_conn *c)
+{
+	struct relay_cache *k = t->cache;
+
+	if (k == NULL || c->dead || t->key[0] == '\0'
+	    || c->txns >= RELAY_REUSE_MAX_TXNS
+	    || relay_now_ms() - c->opened > RELAY_REUSE_MAX_SECS * 1000)
+		return false;
+	relay_cache_session(k, c); /* TLS 1.3 tickets may come late */
+	if (k->conn.fd != -1)
+		relay_conn_close(&k->conn);
+	k->conn = *c; /* the descriptor and the SSL move into the cache */
+	c->fd = -1;
+	c->ssl = NULL;
+	c->resume = NULL;
+	strlcpy_msa(k->key, t->key, sizeof(k->key));
+	return true;
+}
+
+/* One connection to one address: QUIT at the end, or kept for reuse. */
 static enum relay_try
 relay_try_addr(struct relay_txn *t, const char *host, const struct sockaddr *sa,
     socklen_t salen, bool smarthost, bool tls_ok)
 {
 	struct relay_conn c;
 	enum relay_try tr;
-	char reason[MAX_REPLY];
 
 	t->connects++;
 	relay_conn_init(&c, &t->env->to);
 	relay_conn_name(&c, host, sa);
+	if (t->cache != NULL && t->cache->sess != NULL
+	    && strcmp(t->cache->sess_peer, c.relay) == 0)
+		c.resume = t->cache->sess;
 	tr = relay_session(t, &c, sa, salen, smarthost, tls_ok);
 	if (tr == TRY_DONE) {
+		c.opened = relay_now_ms();
+		relay_cache_session(t->cache, &c);
 		tr = relay_transaction(t, &c);
-		if (tr == TRY_DONE)
+		if (tr == TRY_DONE && relay_cache_keep(t, &c))
+			return TRY_DONE;
+		if (tr == TRY_DONE && !c.dead)
 			relay_quit(&c);
 	}
-	if (tr != TRY_DONE) {
-		strlcpy_msa(t->last_relay, c.relay, sizeof(t->last_relay));
-		t->last_tls = c.ssl != NULL ? SSL_get_version(c.ssl) : NULL;
-		t->last_verified = c.verified;
-	}
 	if (tr != TRY_DONE)
-		log_info("event=delivery_attempt id=%s relay=%s result=failed "
-			 "reason=\"%s\"",
-		    t->job->id, c.relay,
-		    relay_log_quote(reason, sizeof(reason), t->last_err));
+		relay_note_failure(t, &c, "failed");
+	relay_cache_forget(t->cache, &c);
 	relay_conn_close(&c);
 	return tr;
+}
+
+/*
+ * The next job over the connection a previous one left open.  If it turns
+ * out dead before any recipient was accepted, the job goes on as if there
+ * had been none (a new connection); a failure after that point is an
+ * ordinary one.
+ */
+static void
+relay_try_cached(struct relay_txn *t)
+{
+	struct relay_cache *k = t->cache;
+	struct relay_conn *c = &k->conn;
+	enum relay_try tr;
+
+	if (c->fd == -1)
+		return;
+	if (strcmp(k->key, t->key) != 0 || c->txns >= RELAY_REUSE_MAX_TXNS
+	    || relay_now_ms() - c->opened > RELAY_REUSE_MAX_SECS * 1000) {
+		relay_cache_drop(k, true);
+		return;
+	}
+	log_debug("event=relay_reuse id=%s relay=%s txn=%u", t->job->id,
+	    c->relay, c->txns + 1);
+	t->reconnect = false;
+	tr = relay_transaction(t, c);
+	if (tr == TRY_DONE && !c->dead)
+		return; /* still open, still cached */
+	if (tr == TRY_DONE && c->dead) {
+		relay_cache_drop(k, false);
+		return;
+	}
+	relay_note_failure(t, c, t->reconnect ? "reconnect" : "failed");
+	if (tr == TRY_STOP)
+		t->stop = true;
+	relay_cache_forget(k, c);
+	relay_cache_drop(k, false);
 }
 
 /*
@@ -1535,8 +1868,9 @@ relay_deliver_smarthost(struct relay_txn *t)
 }
 
 void
-relay_deliver(const struct relay_env *env, const struct ipc_relay_job *job,
-    const struct ipc_rcpt *rcpts, int data_fd, struct ipc_relay_result *results)
+relay_deliver_cached(const struct relay_env *env, struct relay_cache *cache,
+    const struct ipc_relay_job *job, const struct ipc_rcpt *rcpts,
+    int data_fd, struct ipc_relay_result *results)
 {
 	struct relay_txn t;
 	struct stat st;
@@ -1549,6 +1883,8 @@ relay_deliver(const struct relay_env *env, const struct ipc_relay_job *job,
 	t.res = results;
 	t.nrcpt = job->nrcpt;
 	t.fd = data_fd;
+	t.cache = cache;
+	relay_dest_key(env->cfg, job, t.key, sizeof(t.key));
 	t.state = xcalloc(t.nrcpt, 1);
 	strlcpy_msa(t.last_err, "4.4.1 no mail host could be reached",
 	    sizeof(t.last_err));
@@ -1566,32 +1902,150 @@ relay_deliver(const struct relay_env *env, const struct ipc_relay_job *job,
 	}
 	t.size = (uint64_t)st.st_size;
 	t.queued = st.st_mtime; /* written once, when it was queued */
-	if (env->cfg->relay_mode == RELAY_SMARTHOST)
-		relay_deliver_smarthost(&t);
-	else
-		relay_deliver_mx(&t);
+	if (cache != NULL)
+		relay_try_cached(&t);
+	if (relay_count(&t, RS_PENDING) > 0 && !t.stop) {
+		if (env->cfg->relay_mode == RELAY_SMARTHOST)
+			relay_deliver_smarthost(&t);
+		else
+			relay_deliver_mx(&t);
+	}
 	relay_final_all(&t, RELAY_TEMPFAIL, t.last_err, NULL);
 out:
 	free(t.state);
 }
 
+void
+relay_deliver(const struct relay_env *env, const struct ipc_relay_job *job,
+    const struct ipc_rcpt *rcpts, int data_fd, struct ipc_relay_result *results)
+{
+	relay_deliver_cached(env, NULL, job, rcpts, data_fd, results);
+}
+
+/* ------------------------------------------------------------------ */
+/* The kept connection of a worker                                     */
+
+struct relay_cache *
+relay_cache_new(void)
+{
+	struct relay_cache *k = xcalloc(1, sizeof(*k));
+
+	k->conn.fd = -1;
+	return k;
+}
+
+bool
+relay_cache_open(const struct relay_cache *k)
+{
+	return k != NULL && k->conn.fd != -1;
+}
+
+const char *
+relay_cache_key(const struct relay_cache *k)
+{
+	return relay_cache_open(k) ? k->key : "";
+}
+
+void
+relay_cache_drop(struct relay_cache *k, bool quit)
+{
+	if (k == NULL || k->conn.fd == -1)
+		return;
+	if (quit && !k->conn.dead)
+		relay_quit(&k->conn);
+	relay_conn_close(&k->conn);
+	k->key[0] = '\0';
+}
+
+void
+relay_cache_free(struct relay_cache *k, bool quit)
+{
+	if (k == NULL)
+		return;
+	relay_cache_drop(k, quit);
+	SSL_SESSION_free(k->sess);
+	free(k);
+}
+
+/*
+ * While a worker waits for its next job the server may close the kept
+ * connection (a 421 on its idle timeout, or just EOF): then drop it, so
+ * the next job connects at once.  A TLS record that carries no data
+ * (a late session ticket) leaves it open.
+ */
+bool
+relay_cache_check(struct relay_cache *k)
+{
+	struct relay_conn *c;
+	char b[512];
+	ssize_t n;
+	int r;
+
+	if (!relay_cache_open(k))
+		return false;
+	c = &k->conn;
+	if (c->ssl != NULL) {
+		ERR_clear_error();
+		r = SSL_read(c->ssl, b, sizeof(b));
+		if (r <= 0 && SSL_get_error(c->ssl, r) == SSL_ERROR_WANT_READ)
+			return true;
+		if (r <= 0)
+			c->tls_clean = false;
+		ERR_clear_error();
+	} else {
+		n = recv(c->fd, b, sizeof(b), MSG_DONTWAIT);
+		if (n == -1
+		    && (errno == EAGAIN || errno == EWOULDBLOCK
+			|| errno == EINTR))
+			return true;
+	}
+	log_debug("event=relay_idle_closed relay=%s", c->relay);
+	c->dead = true;
+	relay_cache_drop(k, false);
+	return false;
+}
+
+int
+relay_cache_fd(const struct relay_cache *k)
+{
+	return relay_cache_open(k) ? k->conn.fd : -1;
+}
+
 /* ------------------------------------------------------------------ */
 /* The relay process: jobs in, workers forked, results out             */
 
+/*
+ * relay_workers[i] is described by relay_slots[i]: FREE (no process), BUSY
+ * (a job in hand) or IDLE (its job done, a session to slot.key kept).  At
+ * most relay.concurrency workers are BUSY (the queue sends no more jobs
+ * than that); as many again may wait IDLE.  A worker that keeps no session
+ * or is retired leaves its slot at once and only waits in relay_closing to
+ * be reaped.
+ */
 struct relay_worker {
-	bool used;
 	pid_t pid;
 	struct ipc_chan ch;
 	uint32_t jobno; /* hdr.peerid of the job, echoed in every answer */
 	struct ipc_relay_job job;
 	struct ipc_rcpt *rcpts; /* heap, job.nrcpt */
 	bool *reported; /* heap, job.nrcpt */
-	bool finished; /* IMSG_RELAY_DONE forwarded */
-	time_t started;
+	bool finished; /* IMSG_RELAY_DONE forwarded for the current job */
+	unsigned jobs; /* jobs it was given */
+};
+
+/* A worker on its way out: reaped, or killed after RELAY_CLOSE_GRACE. */
+struct relay_exiting {
+	pid_t pid;
+	time_t since;
+	bool killed;
 };
 
 static struct relay_worker *relay_workers;
-static size_t relay_nworkers;
+static struct relay_slot *relay_slots;
+static size_t relay_nworkers; /* slots */
+static unsigned relay_max_busy; /* relay.concurrency */
+static struct relay_exiting *relay_exiting;
+static size_t relay_nexiting, relay_exiting_cap;
 static struct ipc_chan relay_queue;
 static int relay_parent_fd = -1;
 static volatile sig_atomic_t relay_quit_signal;
@@ -1630,13 +2084,46 @@ relay_answer_all(uint32_t jobno, const struct ipc_relay_job *job,
 }
 
 static void
-relay_worker_free(struct relay_worker *w)
+relay_exiting_add(pid_t pid)
 {
+	if (relay_nexiting == relay_exiting_cap) {
+		relay_exiting_cap = relay_exiting_cap ? 2 * relay_exiting_cap
+						      : 8;
+		relay_exiting = xreallocarray(relay_exiting,
+		    relay_exiting_cap, sizeof(*relay_exiting));
+	}
+	relay_exiting[relay_nexiting].pid = pid;
+	relay_exiting[relay_nexiting].since = monotime();
+	relay_exiting[relay_nexiting].killed = false;
+	relay_nexiting++;
+}
+
+/* Forget a collected pid; false if it was not an exiting worker. */
+static bool
+relay_exiting_remove(pid_t pid)
+{
+	size_t i;
+
+	for (i = 0; i < relay_nexiting; i++)
+		if (relay_exiting[i].pid == pid) {
+			relay_exiting[i] = relay_exiting[--relay_nexiting];
+			return true;
+		}
+	return false;
+}
+
+static void
+relay_worker_free(size_t i)
+{
+	struct relay_worker *w = &relay_workers[i];
+
 	ipc_close(&w->ch);
 	free(w->rcpts);
 	free(w->reported);
 	memset(w, 0, sizeof(*w));
 	w->ch.fd = -1;
+	memset(&relay_slots[i], 0, sizeof(relay_slots[i]));
+	relay_slots[i].state = RELAY_SLOT_FREE;
 }
 
 /* Finish a job: anything the worker left unsaid becomes TEMPFAIL. */
@@ -1659,36 +2146,133 @@ relay_worker_finish(struct relay_worker *w, const char *why)
 	w->finished = true;
 }
 
-/* The worker end: deliver, report, exit. */
+/*
+ * A worker leaves its slot without being killed: closing its channel
+ * tells an idle one to QUIT and exit; one that kept nothing exits anyway.
+ */
+static void
+relay_retire(size_t i, const char *why)
+{
+	struct relay_worker *w = &relay_workers[i];
+
+	log_debug("event=relay_worker_retired pid=%ld key=%s jobs=%u "
+		  "reason=%s",
+	    (long)w->pid, relay_slots[i].key, w->jobs, why);
+	relay_worker_finish(w, why);
+	relay_exiting_add(w->pid);
+	relay_worker_free(i);
+}
+
+/*
+ * Wait, while idle, for the next job from the relay process: 1 with
+ * *jobno, *job, *rcpts (heap) and *data_fd, or 0 when the channel closes
+ * (retired) or nothing came for RELAY_IDLE_WAIT_MS.  The kept connection
+ * is watched meanwhile, and dropped if the server closes it.
+ */
+static int
+relay_worker_next(struct ipc_chan *ch, struct relay_cache *cache,
+    uint32_t *jobno, struct ipc_relay_job *job, struct ipc_rcpt **rcpts,
+    int *data_fd)
+{
+	const struct ipc_rcpt *r;
+	struct pollfd pfd[2];
+	struct ipc_msg msg;
+	int64_t deadline = relay_now_ms() + RELAY_IDLE_WAIT_MS, left;
+	char err[256];
+	int n;
+
+	for (;;) {
+		if ((n = ipc_recv(ch, &msg)) == 1)
+			break;
+		if (n < 0)
+			return 0;
+		if ((left = deadline - relay_now_ms()) <= 0)
+			return 0;
+		pfd[0].fd = ch->fd;
+		pfd[0].events = POLLIN;
+		pfd[1].fd = relay_cache_fd(cache);
+		pfd[1].events = POLLIN;
+		pfd[0].revents = pfd[1].revents = 0;
+		n = poll(pfd, 2, left > INT_MAX ? INT_MAX : (int)left);
+		if (n == -1 && errno != EINTR)
+			return 0;
+		if (n > 0 && pfd[1].revents != 0)
+			(void)relay_cache_check(cache);
+	}
+	if (msg.hdr.type != IMSG_RELAY_JOB || msg.fd == -1
+	    || relay_job_parse(
+		   msg.data, msg.hdr.len, job, &r, err, sizeof(err))
+		== -1) {
+		log_warnx("event=relay_worker_bad_job type=%u", msg.hdr.type);
+		if (msg.fd != -1)
+			(void)close(msg.fd);
+		return 0;
+	}
+	*rcpts = xcalloc(job->nrcpt, sizeof(**rcpts));
+	memcpy(*rcpts, r, job->nrcpt * sizeof(**rcpts));
+	*jobno = msg.hdr.peerid;
+	*data_fd = msg.fd;
+	return 1;
+}
+
+/*
+ * The worker end: deliver, report, and while a session stays open, wait
+ * for the next job to the same destination; then QUIT and exit.
+ */
 static void __attribute__((noreturn))
 relay_worker_run(const struct relay_env *env, int fd, uint32_t jobno,
-    const struct ipc_relay_job *job, const struct ipc_rcpt *rcpts, int data_fd)
+    const struct ipc_relay_job *first, const struct ipc_rcpt *first_rcpts,
+    int data_fd)
 {
+	struct ipc_relay_job job = *first;
+	struct relay_worker_done done;
 	struct ipc_relay_result *res;
-	struct ipc_queue_id done;
+	struct relay_cache *cache;
+	struct ipc_rcpt *rcpts;
 	struct ipc_chan ch;
 	size_t i;
 
 	(void)signal(SIGTERM, SIG_DFL);
 	(void)signal(SIGINT, SIG_DFL);
 	for (i = 0; i < relay_nworkers; i++)
-		if (relay_workers[i].used && relay_workers[i].ch.fd != -1)
+		if (relay_slots[i].state != RELAY_SLOT_FREE
+		    && relay_workers[i].ch.fd != -1)
 			(void)close(relay_workers[i].ch.fd);
 	(void)close(relay_queue.fd);
 	if (relay_parent_fd != -1)
 		(void)close(relay_parent_fd);
 	dns_reset(); /* never share the parent's resolver state */
 	ipc_init(&ch, fd);
-	res = xcalloc(job->nrcpt, sizeof(*res));
-	relay_deliver(env, job, rcpts, data_fd, res);
-	for (i = 0; i < job->nrcpt; i++)
+	rcpts = xcalloc(job.nrcpt, sizeof(*rcpts));
+	memcpy(rcpts, first_rcpts, job.nrcpt * sizeof(*rcpts));
+	cache = relay_cache_new();
+	for (;;) {
+		res = xcalloc(job.nrcpt, sizeof(*res));
+		relay_deliver_cached(env, cache, &job, rcpts, data_fd, res);
+		(void)close(data_fd);
+		for (i = 0; i < job.nrcpt; i++)
+			ipc_compose(&ch, IMSG_RELAY_RESULT, jobno, -1, &res[i],
+			    sizeof(res[i]));
+		memset(&done, 0, sizeof(done));
+		strlcpy_msa(done.id, job.id, sizeof(done.id));
+		done.idle = relay_cache_open(cache) ? 1 : 0;
 		ipc_compose(
-		    &ch, IMSG_RELAY_RESULT, jobno, -1, &res[i], sizeof(res[i]));
-	memset(&done, 0, sizeof(done));
-	strlcpy_msa(done.id, job->id, sizeof(done.id));
-	ipc_compose(&ch, IMSG_RELAY_DONE, jobno, -1, &done, sizeof(done));
-	if (ipc_flush_all(&ch) == -1)
-		log_warnx("event=relay_worker_report_failed id=%s", job->id);
+		    &ch, IMSG_RELAY_DONE, jobno, -1, &done, sizeof(done));
+		free(res);
+		free(rcpts);
+		rcpts = NULL;
+		if (ipc_flush_all(&ch) == -1) {
+			log_warnx("event=relay_worker_report_failed id=%s",
+			    job.id);
+			break;
+		}
+		if (!done.idle
+		    || relay_worker_next(
+			   &ch, cache, &jobno, &job, &rcpts, &data_fd)
+			!= 1)
+			break;
+	}
+	relay_cache_free(cache, true);
 	_exit(0);
 }
 
@@ -1718,32 +2302,60 @@ relay_worker_result(struct relay_worker *w, const struct ipc_msg *msg)
 	return 0;
 }
 
-/* Read what a worker sent; false once it is gone or misbehaved. */
-static bool
-relay_worker_input(struct relay_worker *w)
+/* The DONE of a worker's job: -1 = bogus, else whether it stays idle. */
+static int
+relay_worker_done(struct relay_worker *w, const struct ipc_msg *msg)
 {
+	struct relay_worker_done done;
+
+	if (msg->hdr.len != sizeof(done))
+		return -1;
+	memcpy(&done, msg->data, sizeof(done));
+	if (!IPC_STR_OK(done.id) || strcmp(done.id, w->job.id) != 0
+	    || done.idle > 1)
+		return -1;
+	relay_worker_finish(w, "done");
+	return (int)done.idle;
+}
+
+/*
+ * Read what worker i sent; false once it is gone or misbehaved (the
+ * caller collects it).  A worker that keeps no session after its DONE
+ * is retired here, so its slot is free for the next job at once.
+ */
+static bool
+relay_worker_input(size_t i)
+{
+	struct relay_worker *w = &relay_workers[i];
 	struct ipc_msg msg;
-	int r;
+	int r, idle = -1;
 
 	while ((r = ipc_recv(&w->ch, &msg)) == 1) {
 		if (msg.fd != -1)
 			(void)close(msg.fd);
 		if (w->finished)
-			continue;
+			continue; /* an idle worker has nothing to say */
 		if (msg.hdr.type == IMSG_RELAY_RESULT
 		    && relay_worker_result(w, &msg) == 0)
 			continue;
 		if (msg.hdr.type == IMSG_RELAY_DONE
-		    && msg.hdr.len == sizeof(struct ipc_queue_id)) {
-			relay_worker_finish(w, "done");
+		    && (idle = relay_worker_done(w, &msg)) != -1)
 			continue;
-		}
 		r = -2;
 		break;
 	}
-	if (r == -2)
+	if (r == -2) {
 		log_warnx("event=relay_worker_bogus id=%s pid=%ld", w->job.id,
 		    (long)w->pid);
+		return false;
+	}
+	if (idle == 1 && r == 0) {
+		relay_slots[i].state = RELAY_SLOT_IDLE;
+		relay_slots[i].since = monotime();
+	} else if (idle == 0) {
+		relay_retire(i, "no-session");
+		return true;
+	}
 	return r == 0;
 }
 
@@ -1754,71 +2366,142 @@ relay_worker_input(struct relay_worker *w)
  * but kept running.
  */
 static void
-relay_worker_gone(struct relay_worker *w)
+relay_worker_gone(size_t i)
 {
+	struct relay_worker *w = &relay_workers[i];
 	int status = 0;
 
 	(void)kill(w->pid, SIGKILL);
 	while (waitpid(w->pid, &status, 0) == -1 && errno == EINTR)
 		continue;
 	relay_worker_finish(w, w->finished ? "done" : "lost");
-	relay_worker_free(w);
+	relay_worker_free(i);
 }
 
 /* Children that ended without their socket saying so first. */
 static void
 relay_reap(void)
 {
-	struct relay_worker *w;
 	size_t i;
 	int status;
 	pid_t pid;
 
 	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+		if (relay_exiting_remove(pid))
+			continue;
 		for (i = 0; i < relay_nworkers; i++) {
-			w = &relay_workers[i];
-			if (!w->used || w->pid != pid)
+			if (relay_slots[i].state == RELAY_SLOT_FREE
+			    || relay_workers[i].pid != pid)
 				continue;
 			/* Results it sent before exiting are still queued. */
-			(void)relay_worker_input(w);
-			relay_worker_finish(
-			    w, WIFSIGNALED(status) ? "killed" : "exited");
-			relay_worker_free(w);
+			(void)relay_worker_input(i);
+			/* It may have retired itself with its DONE. */
+			if (relay_exiting_remove(pid)
+			    || relay_slots[i].state == RELAY_SLOT_FREE)
+				break;
+			relay_worker_finish(&relay_workers[i],
+			    WIFSIGNALED(status) ? "killed" : "exited");
+			relay_worker_free(i);
+			break;
 		}
 	}
 }
 
 /*
- * A slot for a new job.  The queue sends the next job as soon as it has a
- * DONE, possibly before the worker that sent it has exited: such a finished
- * worker has said all it will say, so it is collected now rather than the
- * job refused.
+ * Give a job to idle worker i over its channel (the message descriptor
+ * goes with it).  -1 if the worker turns out to be gone: it is collected,
+ * and msg->fd is still the caller's.
  */
-static struct relay_worker *
-relay_free_slot(void)
+static int
+relay_hand_job(size_t i, const struct ipc_msg *msg,
+    const struct ipc_relay_job *job, const struct ipc_rcpt *rcpts)
 {
-	size_t i;
+	struct relay_worker *w = &relay_workers[i];
+	int fd;
 
-	for (i = 0; i < relay_nworkers; i++)
-		if (!relay_workers[i].used)
-			return &relay_workers[i];
-	for (i = 0; i < relay_nworkers; i++)
-		if (relay_workers[i].finished) {
-			relay_worker_gone(&relay_workers[i]);
-			return &relay_workers[i];
-		}
-	return NULL;
+	if ((fd = fcntl(msg->fd, F_DUPFD_CLOEXEC, 0)) == -1) {
+		log_warn("event=relay_dup_failed id=%s", job->id);
+		return -1;
+	}
+	ipc_compose(
+	    &w->ch, IMSG_RELAY_JOB, msg->hdr.peerid, fd, msg->data, msg->hdr.len);
+	if (ipc_flush(&w->ch) == -1) {
+		log_debug("event=relay_idle_worker_gone pid=%ld", (long)w->pid);
+		relay_worker_gone(i);
+		return -1;
+	}
+	(void)close(msg->fd);
+	free(w->rcpts);
+	free(w->reported);
+	w->jobno = msg->hdr.peerid;
+	w->job = *job;
+	w->rcpts = xcalloc(job->nrcpt, sizeof(*w->rcpts));
+	memcpy(w->rcpts, rcpts, job->nrcpt * sizeof(*w->rcpts));
+	w->reported = xcalloc(job->nrcpt, sizeof(*w->reported));
+	w->finished = false;
+	w->jobs++;
+	relay_slots[i].state = RELAY_SLOT_BUSY;
+	relay_slots[i].since = monotime();
+	log_debug("event=relay_job id=%s job=%u rcpts=%u pid=%ld reused=yes "
+		  "jobs=%u",
+	    job->id, w->jobno, job->nrcpt, (long)w->pid, w->jobs);
+	return 0;
 }
 
+/* Fork a new worker into free slot i for the job. */
+static void
+relay_fork_job(const struct relay_env *env, size_t i, const struct ipc_msg *msg,
+    const struct ipc_relay_job *job, const struct ipc_rcpt *rcpts,
+    const char *key)
+{
+	struct relay_worker *w = &relay_workers[i];
+	int sv[2];
+	pid_t pid;
+
+	ipc_socketpair(sv);
+	if ((pid = fork()) == -1) {
+		log_warn("event=relay_fork_failed id=%s", job->id);
+		(void)close(sv[0]);
+		(void)close(sv[1]);
+		(void)close(msg->fd);
+		relay_answer_all(msg->hdr.peerid, job, rcpts, NULL,
+		    "4.3.0 cannot start a delivery process");
+		return;
+	}
+	if (pid == 0) {
+		(void)close(sv[0]);
+		relay_worker_run(env, sv[1], msg->hdr.peerid, job, rcpts, msg->fd);
+	}
+	(void)close(sv[1]);
+	(void)close(msg->fd);
+	memset(w, 0, sizeof(*w));
+	w->pid = pid;
+	ipc_init(&w->ch, sv[0]);
+	w->jobno = msg->hdr.peerid;
+	w->job = *job;
+	w->rcpts = xcalloc(job->nrcpt, sizeof(*w->rcpts));
+	memcpy(w->rcpts, rcpts, job->nrcpt * sizeof(*w->rcpts));
+	w->reported = xcalloc(job->nrcpt, sizeof(*w->reported));
+	w->jobs = 1;
+	relay_slots[i].state = RELAY_SLOT_BUSY;
+	relay_slots[i].since = monotime();
+	strlcpy_msa(relay_slots[i].key, key, sizeof(relay_slots[i].key));
+	log_debug("event=relay_job id=%s job=%u rcpts=%u pid=%ld reused=no",
+	    job->id, w->jobno, job->nrcpt, (long)pid);
+}
+
+/*
+ * A job from the queue: to an idle worker with a session to its
+ * destination, else to a new worker in a free slot (retiring the idle
+ * worker unused the longest if there is none).
+ */
 static void
 relay_start_job(const struct relay_env *env, const struct ipc_msg *msg)
 {
 	const struct ipc_rcpt *rcpts;
 	struct ipc_relay_job job;
-	struct relay_worker *w;
-	char err[256];
-	int sv[2];
-	pid_t pid;
+	char err[256], key[RELAY_KEY_MAX];
+	size_t i;
 
 	if (relay_job_parse(
 		msg->data, msg->hdr.len, &job, &rcpts, err, sizeof(err))
@@ -1833,43 +2516,32 @@ relay_start_job(const struct relay_env *env, const struct ipc_msg *msg)
 			    "4.3.0 malformed relay job");
 		return;
 	}
-	if ((w = relay_free_slot()) == NULL) {
-		(void)close(msg->fd);
-		relay_answer_all(msg->hdr.peerid, &job, rcpts, NULL,
-		    "4.3.2 too many deliveries at once, will retry");
-		return;
+	relay_dest_key(env->cfg, &job, key, sizeof(key));
+	for (;;) {
+		switch (relay_pick_slot(relay_slots, relay_nworkers,
+		    relay_max_busy, key, &i)) {
+		case RELAY_PICK_IDLE:
+			if (relay_hand_job(i, msg, &job, rcpts) == 0)
+				return;
+			continue; /* it died while idle: pick again */
+		case RELAY_PICK_EVICT:
+			relay_retire(i, "evicted");
+			relay_fork_job(env, i, msg, &job, rcpts, key);
+			return;
+		case RELAY_PICK_FREE:
+			relay_fork_job(env, i, msg, &job, rcpts, key);
+			return;
+		case RELAY_PICK_NONE:
+		default:
+			(void)close(msg->fd);
+			relay_answer_all(msg->hdr.peerid, &job, rcpts, NULL,
+			    "4.3.2 too many deliveries at once, will retry");
+			return;
+		}
 	}
-	ipc_socketpair(sv);
-	if ((pid = fork()) == -1) {
-		log_warn("event=relay_fork_failed id=%s", job.id);
-		(void)close(sv[0]);
-		(void)close(sv[1]);
-		(void)close(msg->fd);
-		relay_answer_all(msg->hdr.peerid, &job, rcpts, NULL,
-		    "4.3.0 cannot start a delivery process");
-		return;
-	}
-	if (pid == 0) {
-		(void)close(sv[0]);
-		relay_worker_run(
-		    env, sv[1], msg->hdr.peerid, &job, rcpts, msg->fd);
-	}
-	(void)close(sv[1]);
-	(void)close(msg->fd);
-	memset(w, 0, sizeof(*w));
-	w->used = true;
-	w->pid = pid;
-	ipc_init(&w->ch, sv[0]);
-	w->jobno = msg->hdr.peerid;
-	w->job = job;
-	w->rcpts = xcalloc(job.nrcpt, sizeof(*w->rcpts));
-	memcpy(w->rcpts, rcpts, job.nrcpt * sizeof(*w->rcpts));
-	w->reported = xcalloc(job.nrcpt, sizeof(*w->reported));
-	w->started = monotime();
-	log_debug("event=relay_job id=%s job=%u rcpts=%u pid=%ld", job.id,
-	    w->jobno, job.nrcpt, (long)pid);
 }
 
+/* Busy workers that hang, idle ones past their time, stuck exits. */
 static void
 relay_watchdog(void)
 {
@@ -1879,13 +2551,22 @@ relay_watchdog(void)
 
 	for (i = 0; i < relay_nworkers; i++) {
 		w = &relay_workers[i];
-		if (w->used && now - w->started > RELAY_WORKER_MAX_SECS) {
+		if (relay_slot_expired(&relay_slots[i], now))
+			relay_retire(i, "idle");
+		else if (relay_slots[i].state == RELAY_SLOT_BUSY
+		    && now - relay_slots[i].since > RELAY_WORKER_MAX_SECS) {
 			log_warnx("event=relay_worker_timeout id=%s pid=%ld",
 			    w->job.id, (long)w->pid);
 			(void)kill(w->pid, SIGKILL);
-			w->started = now; /* once */
+			relay_slots[i].since = now; /* once */
 		}
 	}
+	for (i = 0; i < relay_nexiting; i++)
+		if (!relay_exiting[i].killed
+		    && now - relay_exiting[i].since > RELAY_CLOSE_GRACE) {
+			(void)kill(relay_exiting[i].pid, SIGKILL);
+			relay_exiting[i].killed = true;
+		}
 }
 
 static void relay_shutdown(const char *why) __attribute__((noreturn));
@@ -1897,8 +2578,10 @@ relay_shutdown(const char *why)
 
 	log_info("event=relay_exit reason=%s", why);
 	for (i = 0; i < relay_nworkers; i++)
-		if (relay_workers[i].used)
+		if (relay_slots[i].state != RELAY_SLOT_FREE)
 			(void)kill(relay_workers[i].pid, SIGTERM);
+	for (i = 0; i < relay_nexiting; i++)
+		(void)kill(relay_exiting[i].pid, SIGTERM);
 	(void)ipc_flush(&relay_queue);
 	exit(0);
 }
@@ -1928,6 +2611,7 @@ static void
 relay_loop(const struct relay_env *env)
 {
 	struct pollfd *pfd;
+	struct relay_worker *w;
 	size_t i, n, base = 2;
 	char buf[64];
 
@@ -1941,10 +2625,12 @@ relay_loop(const struct relay_env *env)
 		pfd[1].fd = relay_parent_fd;
 		pfd[1].events = POLLIN;
 		for (i = 0, n = base; i < relay_nworkers; i++, n++) {
-			pfd[n].fd = relay_workers[i].used
-			    ? relay_workers[i].ch.fd
+			w = &relay_workers[i];
+			pfd[n].fd = relay_slots[i].state != RELAY_SLOT_FREE
+			    ? w->ch.fd
 			    : -1;
-			pfd[n].events = POLLIN;
+			pfd[n].events = POLLIN
+			    | (ipc_write_pending(&w->ch) ? POLLOUT : 0);
 			pfd[n].revents = 0;
 		}
 		pfd[0].revents = pfd[1].revents = 0;
@@ -1957,12 +2643,22 @@ relay_loop(const struct relay_env *env)
 			if (read(relay_parent_fd, buf, sizeof(buf)) <= 0)
 				relay_shutdown("parent-gone");
 		}
+		/* Workers first: an idle one is then ready for the next job. */
+		for (i = 0; i < relay_nworkers; i++) {
+			if (pfd[base + i].revents == 0
+			    || relay_slots[i].state == RELAY_SLOT_FREE
+			    || pfd[base + i].fd != relay_workers[i].ch.fd)
+				continue;
+			if ((pfd[base + i].revents & POLLOUT)
+			    && ipc_flush(&relay_workers[i].ch) == -1) {
+				relay_worker_gone(i);
+				continue;
+			}
+			if (!relay_worker_input(i))
+				relay_worker_gone(i);
+		}
 		if (pfd[0].revents & (POLLIN | POLLHUP | POLLERR))
 			relay_queue_input(env);
-		for (i = 0; i < relay_nworkers; i++)
-			if (pfd[base + i].revents != 0 && relay_workers[i].used
-			    && !relay_worker_input(&relay_workers[i]))
-				relay_worker_gone(&relay_workers[i]);
 		relay_reap();
 		relay_watchdog();
 		if (ipc_flush(&relay_queue) == -1)
@@ -2059,11 +2755,16 @@ relay_main(struct config *cfg, int parent_fd, int queue_fd)
 	(void)sigaction(SIGTERM, &sa, NULL);
 	(void)sigaction(SIGINT, &sa, NULL);
 
-	relay_nworkers
+	relay_max_busy
 	    = cfg->relay_concurrency > 0 ? cfg->relay_concurrency : 1;
+	/* As many slots again for workers that wait idle with a session. */
+	relay_nworkers = 2 * (size_t)relay_max_busy;
 	relay_workers = xcalloc(relay_nworkers, sizeof(*relay_workers));
-	for (i = 0; i < relay_nworkers; i++)
+	relay_slots = xcalloc(relay_nworkers, sizeof(*relay_slots));
+	for (i = 0; i < relay_nworkers; i++) {
 		relay_workers[i].ch.fd = -1;
+		relay_slots[i].state = RELAY_SLOT_FREE;
+	}
 	ipc_init(&relay_queue, queue_fd);
 	relay_parent_fd = parent_fd;
 
@@ -2071,9 +2772,9 @@ relay_main(struct config *cfg, int parent_fd, int queue_fd)
 	    == -1)
 		fatalx("spool path too long");
 	proc_confine(cfg, ROLE_RELAY, root);
-	log_info("event=relay_ready mode=%s concurrency=%zu",
+	log_info("event=relay_ready mode=%s concurrency=%u idle_secs=%d",
 	    cfg->relay_mode == RELAY_SMARTHOST ? "smarthost" : "mx",
-	    relay_nworkers);
+	    relay_max_busy, RELAY_IDLE_SECS);
 	relay_loop(&env);
 	fatalx("relay: exited loop");
 }

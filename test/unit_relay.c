@@ -2,7 +2,9 @@
  * unit_relay.c - the SMTP client of the relay: reply parsing, EHLO
  * capabilities, dot-stuffing, job checks, and whole deliveries against a
  * scripted SMTP server that the test forks on loopback (plain, STARTTLS
- * and implicit TLS, with a certificate made on the fly).
+ * and implicit TLS, with a certificate made on the fly); connection reuse:
+ * destination keys, worker slots, idle expiry, several jobs over one kept
+ * connection, transparent reconnection and TLS session resumption.
  */
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -264,6 +266,8 @@ struct script {
 	const char *rcpt[8];
 	const char *data;
 	const char *final;
+	const char *rset; /* reply to RSET (default 250) */
+	int close_after; /* hang up after so many final replies (0: never) */
 };
 
 struct server {
@@ -332,19 +336,21 @@ tls_accept(struct sio *s)
 	return SSL_accept(s->ssl) == 1;
 }
 
-static void
+/* The message up to its lone dot: false if the connection ended. */
+static bool
 serve_data(struct sio *s, const struct script *sc, struct buf *tr)
 {
 	char line[2048];
 
 	for (;;) {
 		if (sio_line(s, line, sizeof(line)) == 0)
-			return;
+			return false;
 		buf_addstr(tr, line);
 		if (strcmp(line, ".\r\n") == 0)
 			break;
 	}
 	(void)sio_write(s, dflt(sc->final, "250 2.0.0 Ok: queued\r\n"));
+	return true;
 }
 
 static void
@@ -354,6 +360,7 @@ serve_conn(int fd, const struct script *sc, struct buf *tr)
 	char line[2048], verb[5];
 	const char *reply, *last = "";
 	size_t nrcpt = 0, nauth = 0;
+	int finals = 0;
 
 	if (sc->implicit && !tls_accept(&s))
 		return;
@@ -388,7 +395,7 @@ serve_conn(int fd, const struct script *sc, struct buf *tr)
 		else if (strcasecmp(verb, "QUIT") == 0)
 			reply = "221 2.0.0 Bye\r\n";
 		else if (strcasecmp(verb, "RSET") == 0)
-			reply = "250 2.0.0 Ok\r\n";
+			reply = dflt(sc->rset, "250 2.0.0 Ok\r\n");
 		else
 			reply = "502 5.5.2 unknown\r\n";
 		last = reply;
@@ -406,9 +413,15 @@ serve_conn(int fd, const struct script *sc, struct buf *tr)
 				break;
 			buf_addstr(tr, "<TLS>\r\n");
 		}
+		if (strncmp(reply, "421", 3) == 0)
+			break;
 		if (strcasecmp(verb, "DATA") == 0
-		    && strncmp(reply, "354", 3) == 0)
-			serve_data(&s, sc, tr);
+		    && strncmp(reply, "354", 3) == 0) {
+			if (!serve_data(&s, sc, tr))
+				break;
+			if (++finals == sc->close_after)
+				break;
+		}
 	}
 	if (s.ssl != NULL) {
 		(void)SSL_shutdown(s.ssl);
@@ -847,6 +860,370 @@ test_tls_smarthost(void)
 	env.password = NULL;
 }
 
+/* ------------------------------------------------------------------ */
+/* Connection reuse                                                    */
+
+static void
+test_dest_keys(void)
+{
+	struct ipc_relay_job j;
+	struct config c;
+	char a[RELAY_KEY_MAX], b[RELAY_KEY_MAX];
+
+	memset(&c, 0, sizeof(c));
+	memset(&j, 0, sizeof(j));
+	c.relay_mode = RELAY_MX;
+	strlcpy_msa(j.domain, "Example.NET.", sizeof(j.domain));
+	relay_dest_key(&c, &j, a, sizeof(a));
+	is_str(a, "mx:example.net",
+	    "mx: a job's destination is its domain, in lower case, without "
+	    "the root dot");
+	strlcpy_msa(j.domain, "example.org", sizeof(j.domain));
+	relay_dest_key(&c, &j, b, sizeof(b));
+	ok(strcmp(a, b) != 0,
+	    "mx: another domain is another destination (%s, %s)", a, b);
+	strlcpy_msa(j.domain, "[127.0.0.1]", sizeof(j.domain));
+	relay_dest_key(&c, &j, a, sizeof(a));
+	is_str(a, "mx:[127.0.0.1]", "mx: an address literal is its own key");
+
+	c.relay_mode = RELAY_SMARTHOST;
+	strlcpy_msa(c.smarthost_host, "smtp.example.com",
+	    sizeof(c.smarthost_host));
+	c.smarthost_port = 587;
+	relay_dest_key(&c, &j, a, sizeof(a));
+	is_str(a, "smarthost:smtp.example.com:587",
+	    "smarthost: the key names the smarthost");
+	strlcpy_msa(j.domain, "example.org", sizeof(j.domain));
+	relay_dest_key(&c, &j, b, sizeof(b));
+	is_str(b, a, "smarthost: every job has the same key, whatever domain");
+}
+
+static void
+slot(struct relay_slot *s, enum relay_slot_state st, const char *key,
+    time_t since)
+{
+	memset(s, 0, sizeof(*s));
+	s->state = st;
+	strlcpy_msa(s->key, key, sizeof(s->key));
+	s->since = since;
+}
+
+static void
+test_slots(void)
+{
+	struct relay_slot s[4];
+	size_t i, idx = 99;
+
+	for (i = 0; i < 4; i++)
+		slot(&s[i], RELAY_SLOT_FREE, "", 0);
+	is_int(relay_pick_slot(s, 4, 2, "mx:a", &idx), RELAY_PICK_FREE,
+	    "no worker yet: a job gets a new one");
+	is_int(idx, 0, "in the first free slot");
+
+	slot(&s[0], RELAY_SLOT_BUSY, "mx:a", 90);
+	slot(&s[1], RELAY_SLOT_IDLE, "mx:a", 100);
+	slot(&s[2], RELAY_SLOT_IDLE, "mx:b", 50);
+	is_int(relay_pick_slot(s, 4, 2, "mx:a", &idx), RELAY_PICK_IDLE,
+	    "a job goes to the idle worker with a session to its destination");
+	is_int(idx, 1, "that is, slot 1");
+	is_int(relay_pick_slot(s, 4, 2, "mx:c", &idx), RELAY_PICK_FREE,
+	    "a job for another destination gets a new worker while a slot is "
+	    "free");
+	is_int(idx, 3, "the free slot 3");
+
+	slot(&s[3], RELAY_SLOT_IDLE, "mx:a", 120);
+	(void)relay_pick_slot(s, 4, 2, "mx:a", &idx);
+	is_int(idx, 3,
+	    "of two idle workers for a destination, the one used last "
+	    "(likeliest alive) takes the job");
+	is_int(relay_pick_slot(s, 4, 2, "mx:c", &idx), RELAY_PICK_EVICT,
+	    "no free slot: an idle worker for another destination gives way");
+	is_int(idx, 2, "the one unused the longest");
+	is_int(relay_pick_slot(s, 4, 2, "", &idx), RELAY_PICK_EVICT,
+	    "an empty key never matches an idle worker");
+
+	slot(&s[1], RELAY_SLOT_BUSY, "mx:a", 130);
+	is_int(relay_pick_slot(s, 4, 2, "mx:a", &idx), RELAY_PICK_NONE,
+	    "relay.concurrency workers busy: the job is refused, even with "
+	    "an idle one");
+	for (i = 0; i < 4; i++)
+		slot(&s[i], RELAY_SLOT_BUSY, "mx:a", 0);
+	is_int(relay_pick_slot(s, 4, 8, "mx:a", &idx), RELAY_PICK_NONE,
+	    "every slot busy: refused");
+
+	slot(&s[0], RELAY_SLOT_IDLE, "mx:a", 100);
+	ok(!relay_slot_expired(&s[0], 100 + RELAY_IDLE_SECS - 1),
+	    "an idle worker is kept for RELAY_IDLE_SECS");
+	ok(relay_slot_expired(&s[0], 100 + RELAY_IDLE_SECS),
+	    "and retired when they have passed");
+	slot(&s[0], RELAY_SLOT_BUSY, "mx:a", 0);
+	ok(!relay_slot_expired(&s[0], 100000),
+	    "a busy worker never expires as idle");
+}
+
+static struct ipc_relay_job rjob;
+static struct ipc_rcpt rrcpt[8];
+
+static void
+job_to(const char *id, const char **rcpts)
+{
+	size_t n;
+
+	memset(&rjob, 0, sizeof(rjob));
+	memset(rrcpt, 0, sizeof(rrcpt));
+	strlcpy_msa(rjob.id, id, sizeof(rjob.id));
+	strlcpy_msa(rjob.sender, "alice@example.org", sizeof(rjob.sender));
+	strlcpy_msa(rjob.domain, "[127.0.0.1]", sizeof(rjob.domain));
+	for (n = 0; rcpts[n] != NULL; n++)
+		strlcpy_msa(rrcpt[n].addr, rcpts[n], sizeof(rrcpt[n].addr));
+	rjob.nrcpt = (uint32_t)n;
+	rjob.size = strlen(MESSAGE);
+}
+
+static struct server
+reuse_server(const struct script *sc, size_t n)
+{
+	struct server srv = server_start(sc, n);
+
+	cfg.relay_mode = RELAY_SMARTHOST;
+	cfg.smarthost_port = srv.port;
+	strlcpy_msa(
+	    cfg.smarthost_host, "127.0.0.1", sizeof(cfg.smarthost_host));
+	return srv;
+}
+
+static size_t
+count(const char *hay, const char *needle)
+{
+	size_t n = 0;
+
+	while ((hay = strstr(hay, needle)) != NULL) {
+		n++;
+		hay += strlen(needle);
+	}
+	return n;
+}
+
+/* Wait until the server has hung up on the kept connection. */
+static void
+wait_hangup(const struct relay_cache *k)
+{
+	struct pollfd pfd = { .fd = relay_cache_fd(k), .events = POLLIN };
+
+	(void)poll(&pfd, 1, 3000);
+}
+
+static void
+test_reuse(void)
+{
+	struct script sc = { .ehlo = "250-test\r\n250 PIPELINING\r\n" };
+	struct script serial = { .ehlo = "250-test\r\n250 8BITMIME\r\n" };
+	struct relay_cache *k = relay_cache_new();
+	char key[64];
+	struct server srv;
+
+	cfg.smarthost_tls = SMARTHOST_NONE;
+	srv = reuse_server(&sc, 1);
+	ok(!relay_cache_open(k), "a new worker has no kept connection");
+	job_to("0000000000000001", one);
+	relay_deliver_cached(&env, k, &rjob, rrcpt, msgfd, res);
+	is_int(res[0].status, RELAY_OK, "reuse: the first job is delivered");
+	ok(relay_cache_open(k), "and its connection is kept afterwards");
+	(void)bsnprintf(key, sizeof(key), "smarthost:127.0.0.1:%u", srv.port);
+	is_str(relay_cache_key(k), key, "under the job's destination key");
+	job_to("0000000000000002", three);
+	relay_deliver_cached(&env, k, &rjob, rrcpt, msgfd, res);
+	ok(res[0].status == RELAY_OK && res[1].status == RELAY_OK
+		&& res[2].status == RELAY_OK,
+	    "the next job is delivered over the kept connection");
+	ok(relay_cache_open(k), "which stays open");
+	relay_cache_free(k, true);
+	server_finish(&srv, &tr);
+	ok(!has("<NEXT>"), "one connection carried both jobs");
+	is_int(count(tr.data, "EHLO"), 1, "EHLO is said once");
+	ok(has("EHLO relay.test\r\nMAIL FROM:<alice@example.org>\r\n"
+	       "RCPT TO:<bob@example.net>\r\nDATA\r\n"),
+	    "a fresh connection: MAIL, RCPT and DATA pipelined, no RSET");
+	ok(has(".\r\nRSET\r\nMAIL FROM:<alice@example.org>\r\n"
+	       "RCPT TO:<bob@example.net>\r\nRCPT TO:<carol@example.net>\r\n"
+	       "RCPT TO:<dave@example.net>\r\nDATA\r\n" STUFFED "QUIT\r\n"),
+	    "the next transaction pipelines RSET, MAIL, every RCPT and DATA; "
+	    "QUIT when the cache is closed");
+
+	k = relay_cache_new();
+	srv = reuse_server(&serial, 1);
+	job_to("0000000000000001", one);
+	relay_deliver_cached(&env, k, &rjob, rrcpt, msgfd, res);
+	job_to("0000000000000002", one);
+	relay_deliver_cached(&env, k, &rjob, rrcpt, msgfd, res);
+	is_int(res[0].status, RELAY_OK,
+	    "without PIPELINING a kept connection is reused too");
+	relay_cache_free(k, true);
+	server_finish(&srv, &tr);
+	ok(!has("<NEXT>") && has(".\r\nRSET\r\nMAIL FROM"),
+	    "with RSET sent on its own first");
+}
+
+static void
+test_reconnect(void)
+{
+	struct script hangup[2] = { { .close_after = 1 }, { .rset = NULL } };
+	struct script refuse[2] = { { .rset = "421 4.4.2 idle too long\r\n" },
+		{ .rset = NULL } };
+	struct relay_cache *k = relay_cache_new();
+	struct server srv;
+
+	srv = reuse_server(hangup, 2);
+	job_to("0000000000000001", one);
+	relay_deliver_cached(&env, k, &rjob, rrcpt, msgfd, res);
+	wait_hangup(k);
+	ok(!relay_cache_check(k) && !relay_cache_open(k),
+	    "a kept connection the server closes while idle is dropped");
+	job_to("0000000000000002", one);
+	relay_deliver_cached(&env, k, &rjob, rrcpt, msgfd, res);
+	is_int(res[0].status, RELAY_OK, "the next job simply connects again");
+	relay_cache_free(k, true);
+	server_finish(&srv, &tr);
+	ok(has("<NEXT>\r\nEHLO relay.test\r\nMAIL FROM"),
+	    "over a new connection, without RSET");
+
+	k = relay_cache_new();
+	srv = reuse_server(hangup, 2);
+	job_to("0000000000000001", one);
+	relay_deliver_cached(&env, k, &rjob, rrcpt, msgfd, res);
+	wait_hangup(k); /* unnoticed: found dead when reused */
+	job_to("0000000000000002", three);
+	relay_deliver_cached(&env, k, &rjob, rrcpt, msgfd, res);
+	ok(res[0].status == RELAY_OK && res[1].status == RELAY_OK
+		&& res[2].status == RELAY_OK,
+	    "a kept connection found dead when reused: the job goes over a "
+	    "new one, nothing is deferred");
+	ok(relay_cache_open(k), "and that one is kept in turn");
+	relay_cache_free(k, true);
+	server_finish(&srv, &tr);
+	is_int(count(tr.data, "EHLO"), 2, "two connections, two EHLOs");
+
+	k = relay_cache_new();
+	srv = reuse_server(refuse, 2);
+	job_to("0000000000000001", one);
+	relay_deliver_cached(&env, k, &rjob, rrcpt, msgfd, res);
+	job_to("0000000000000002", one);
+	relay_deliver_cached(&env, k, &rjob, rrcpt, msgfd, res);
+	is_int(res[0].status, RELAY_OK,
+	    "421 to RSET: the job goes over a new connection");
+	relay_cache_free(k, true);
+	server_finish(&srv, &tr);
+	ok(has("RSET\r\n<NEXT>\r\nEHLO relay.test\r\nMAIL FROM"),
+	    "opened right after the 421");
+}
+
+static void
+test_reuse_refused(void)
+{
+	struct script sc = { .rcpt = { "550 5.1.1 no\r\n", "550 5.1.1 no\r\n",
+				 "550 5.1.1 no\r\n" } };
+	struct relay_cache *k = relay_cache_new();
+	struct server srv;
+
+	srv = reuse_server(&sc, 1);
+	job_to("0000000000000001", three);
+	relay_deliver_cached(&env, k, &rjob, rrcpt, msgfd, res);
+	ok(res[0].status == RELAY_PERMFAIL && res[2].status == RELAY_PERMFAIL,
+	    "pipelined DATA: every RCPT refused still bounces every one");
+	ok(relay_cache_open(k), "and the connection is kept");
+	job_to("0000000000000002", one);
+	relay_deliver_cached(&env, k, &rjob, rrcpt, msgfd, res);
+	is_int(res[0].status, RELAY_OK, "the next job goes over it");
+	relay_cache_free(k, true);
+	server_finish(&srv, &tr);
+	ok(has("RCPT TO:<dave@example.net>\r\nDATA\r\n.\r\nRSET\r\n"),
+	    "a 354 to DATA with no recipient is ended by a lone dot, never "
+	    "the message");
+	is_int(count(tr.data, "line one"), 1,
+	    "the message went once, to the accepted recipient");
+}
+
+/* stderr into a file while deliveries run, at the given log level. */
+static int cap_fd = -1, cap_saved = -1;
+
+static void
+capture_start(enum log_level level)
+{
+	char path[] = "/tmp/unit_relay_cap.XXXXXX";
+
+	if ((cap_fd = mkstemp(path)) == -1)
+		exit(1);
+	(void)unlink(path);
+	cap_saved = dup(STDERR_FILENO);
+	(void)dup2(cap_fd, STDERR_FILENO);
+	log_init(level, false, "relay");
+}
+
+static void
+capture_end(char *text, size_t size)
+{
+	ssize_t n;
+
+	log_init(LOG_LVL_ERROR, false, "unit_relay");
+	(void)dup2(cap_saved, STDERR_FILENO);
+	(void)close(cap_saved);
+	n = pread(cap_fd, text, size - 1, 0);
+	text[n > 0 ? n : 0] = '\0';
+	(void)close(cap_fd);
+}
+
+static void
+test_resume(void)
+{
+	struct script sc[2] = {
+		{ .ehlo = "250-test\r\n250-STARTTLS\r\n250-PIPELINING\r\n"
+			  "250 AUTH PLAIN\r\n",
+		    .starttls = "220 2.0.0 go ahead\r\n",
+		    .auth = { "235 2.7.0 ok\r\n" },
+		    .close_after = 1 },
+		{ .ehlo = "250-test\r\n250-STARTTLS\r\n250-PIPELINING\r\n"
+			  "250 AUTH PLAIN\r\n",
+		    .starttls = "220 2.0.0 go ahead\r\n",
+		    .auth = { "235 2.7.0 ok\r\n" } },
+	};
+	struct relay_cache *k = relay_cache_new();
+	static char text[65536];
+	struct server srv;
+
+	/* test_tls_smarthost made the test certificate trusted. */
+	cfg.smarthost_tls = SMARTHOST_STARTTLS;
+	strlcpy_msa(
+	    cfg.smarthost_username, "user", sizeof(cfg.smarthost_username));
+	env.password = "secret";
+	srv = reuse_server(sc, 2);
+	capture_start(LOG_LVL_DEBUG);
+	job_to("0000000000000001", one);
+	relay_deliver_cached(&env, k, &rjob, rrcpt, msgfd, res);
+	wait_hangup(k);
+	job_to("0000000000000002", one);
+	relay_deliver_cached(&env, k, &rjob, rrcpt, msgfd, res);
+	capture_end(text, sizeof(text));
+	relay_cache_free(k, true);
+	server_finish(&srv, &tr);
+	is_int(res[0].status, RELAY_OK,
+	    "smarthost over TLS: the job after a reconnection is delivered");
+	is_int(count(text, "resumed=no"), 1,
+	    "the first connection makes a full TLS handshake");
+	is_int(count(text, "resumed=yes"), 1,
+	    "the reconnection resumes the worker's TLS session");
+	ok(count(text, "event=tls_up") == 2
+		&& count(text, "verified=yes resumed=") == 2,
+	    "a resumed session still counts as a verified smarthost");
+	ok(strstr(text, "result=reconnect") != NULL,
+	    "the dead kept connection is logged as a reconnect, not a failure");
+	ok(has("<NEXT>\r\nEHLO relay.test\r\nSTARTTLS\r\n<TLS>\r\n"
+	       "EHLO relay.test\r\nAUTH PLAIN"),
+	    "and the new session authenticates again");
+	cfg.smarthost_tls = SMARTHOST_NONE;
+	cfg.smarthost_username[0] = '\0';
+	env.password = NULL;
+}
+
 static void
 test_log_line(void)
 {
@@ -908,5 +1285,11 @@ main(void)
 	test_tls_mx();
 	test_tls_smarthost();
 	test_log_line();
+	test_dest_keys();
+	test_slots();
+	test_reuse();
+	test_reconnect();
+	test_reuse_refused();
+	test_resume();
 	return done_testing();
 }
