@@ -1448,6 +1448,8 @@ queue_job_unlink(struct queue *q, struct qjob *job)
 }
 
 /* End a job: recipients left without a result are deferred. */
+static bool queue_msg_done(const struct qmsg *m);
+
 static void
 queue_job_end(struct queue *q, struct qjob *job, const char *reason)
 {
@@ -1472,7 +1474,13 @@ queue_job_end(struct queue *q, struct qjob *job, const char *reason)
 			queue_msg_free(q, m);
 		return;
 	}
-	queue_msg_save(q, m);
+	/*
+	 * A message every recipient of which is done is removed when it
+	 * settles: rewriting its envelope first would cost three fsyncs for
+	 * nothing.  A crash in between delivers it again (at least once).
+	 */
+	if (m->inflight != 0 || !queue_msg_done(m))
+		queue_msg_save(q, m);
 	m->settle = true;
 }
 
