@@ -13,6 +13,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -56,6 +57,10 @@ listener_load_ctx(int cert_fd, int key_fd)
 	ctx = tls_server_ctx(config, cert_fd, key_fd, err, sizeof(err));
 	if (ctx == NULL)
 		log_warnx("event=tls-load-failed reason=\"%s\"", err);
+	/* Before any session forks from it: see tls_warm(). */
+	tls_warm(ctx);
+	/* Merge what the warm-up freed, so sessions allocate compactly. */
+	(void)malloc_trim(0);
 	return ctx;
 }
 
@@ -522,6 +527,16 @@ listener_main(struct config *cfg, int parent_fd, int auth_fd, int queue_fd)
 	ipc_init(&parent_chan, parent_fd);
 	ipc_init(&auth_chan, auth_fd);
 	ipc_init(&queue_chan, queue_fd);
+	/*
+	 * Every heap page a forked session writes becomes its private copy.
+	 * Blocks of 16 KiB and more (OpenSSL's record buffers, the IPC
+	 * receive buffer) get their own mappings instead of landing among
+	 * the listener's pages: untouched pages then cost nothing and a
+	 * released buffer goes back to the kernel at once.  A fixed
+	 * threshold also stops glibc from raising it dynamically.
+	 */
+	if (mallopt(M_MMAP_THRESHOLD, 16 * 1024) != 1)
+		log_warnx("event=error call=mallopt");
 	listener_initial_ctx();
 	if (bsnprintf(path, sizeof(path), "%s/%s", cfg->spool, SPOOL_EMPTY) ==
 	    -1)

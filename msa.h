@@ -472,6 +472,12 @@ int tls_check_files(const char *cert, const char *key, char *err,
     size_t errlen);
 /* Initialise OpenSSL and prime its lazy state before any sandbox. */
 void tls_prime(void);
+/*
+ * One in-memory handshake against ctx, so the caches OpenSSL builds on a
+ * first handshake live in the listener's pages (shared with every forked
+ * session) rather than in each session's private copy.  Best effort.
+ */
+void tls_warm(struct ssl_ctx_st *ctx);
 
 /* ------------------------------------------------------------------ */
 /* Session (smtp.c)                                                    */

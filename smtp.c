@@ -21,6 +21,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <malloc.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -68,6 +69,7 @@ struct smtp_session {
 	enum smtp_state state;
 	bool authed;
 	bool write_failed;
+	bool trim; /* give freed heap back before the next wait for input */
 	unsigned errors;
 	char helo[MAX_DOMAIN];
 	struct login_rights rights;
@@ -847,6 +849,16 @@ smtp_getline(struct smtp_session *s, size_t maxlen, char **line, size_t *len)
 		}
 		/* Nothing complete left to answer: the replies can go. */
 		smtp_flush(s);
+		/*
+		 * After the handshake and after AUTH a session typically sits
+		 * idle: hand the pages that OpenSSL and the login freed back
+		 * to the kernel (MADV_DONTNEED), since every page a forked
+		 * session has written is private memory.
+		 */
+		if (s->trim) {
+			s->trim = false;
+			(void)malloc_trim(0);
+		}
 		smtp_fill(s, deadline);
 	}
 	n = (size_t)(lf - p);
@@ -905,6 +917,7 @@ smtp_tls_handshake(struct smtp_session *s)
 	}
 	log_info("event=tls client=%s version=%s cipher=%s", client,
 	    SSL_get_version(s->ssl), SSL_get_cipher_name(s->ssl));
+	s->trim = true;
 }
 
 /* ------------------------------------------------------------------ */
@@ -1250,6 +1263,7 @@ smtp_auth_verify(struct smtp_session *s, const char *user, const char *pass)
 		    log_sanitize(login, sizeof(login), s->rights.login),
 		    client);
 		smtp_reply(s, "235 2.7.0 Authentication successful");
+		s->trim = true;
 		break;
 	case AUTH_FAIL:
 		smtp_auth_failed(s, user);

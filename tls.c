@@ -75,6 +75,76 @@ tls_prime(void)
 	ERR_clear_error();
 }
 
+/*
+ * Memory: OpenSSL fills lazy structures (method and decoder caches, group
+ * and signature tables, the ticket key material's derived state) on the
+ * first handshake a process makes.  Done in every forked session, that
+ * work dirties its copy-on-write heap: hundreds of KiB of private memory
+ * per idle session.  One full handshake (TLS 1.3 and TLS 1.2) between
+ * ctx and a throw-away client over a BIO pair in the listener, before any
+ * fork, leaves those structures in pages the sessions share.  Failure only
+ * costs memory, so it is logged at debug level and ignored.
+ */
+static int
+tls_warm_one(SSL_CTX *ctx, SSL_CTX *cctx)
+{
+	SSL *srv = NULL, *cli = NULL;
+	BIO *sb = NULL, *cb = NULL;
+	int i, rc = -1, sr = 0, cr = 0;
+
+	if ((srv = SSL_new(ctx)) == NULL || (cli = SSL_new(cctx)) == NULL
+	    || BIO_new_bio_pair(&sb, 0, &cb, 0) != 1)
+		goto done;
+	SSL_set_bio(srv, sb, sb);
+	SSL_set_bio(cli, cb, cb);
+	sb = cb = NULL;
+	SSL_set_accept_state(srv);
+	SSL_set_connect_state(cli);
+	for (i = 0; i < 16 && (sr != 1 || cr != 1); i++) {
+		if (cr != 1 && (cr = SSL_do_handshake(cli)) != 1
+		    && SSL_get_error(cli, cr) != SSL_ERROR_WANT_READ)
+			goto done;
+		if (sr != 1 && (sr = SSL_do_handshake(srv)) != 1
+		    && SSL_get_error(srv, sr) != SSL_ERROR_WANT_READ)
+			goto done;
+	}
+	if (sr == 1 && cr == 1)
+		rc = 0;
+done:
+	SSL_free(srv);
+	SSL_free(cli);
+	BIO_free(sb);
+	BIO_free(cb);
+	ERR_clear_error();
+	return rc;
+}
+
+void
+tls_warm(struct ssl_ctx_st *ctx)
+{
+	static const int versions[] = { TLS1_3_VERSION, TLS1_2_VERSION };
+	SSL_CTX *cctx;
+	size_t i;
+
+	if (ctx == NULL)
+		return;
+	for (i = 0; i < sizeof(versions) / sizeof(versions[0]); i++) {
+		if (versions[i] < SSL_CTX_get_min_proto_version(ctx)
+		    && SSL_CTX_get_min_proto_version(ctx) != 0)
+			continue;
+		if ((cctx = SSL_CTX_new(TLS_client_method())) == NULL)
+			break;
+		SSL_CTX_set_verify(cctx, SSL_VERIFY_NONE, NULL);
+		if (SSL_CTX_set_min_proto_version(cctx, versions[i]) != 1
+		    || SSL_CTX_set_max_proto_version(cctx, versions[i]) != 1
+		    || tls_warm_one(ctx, cctx) == -1)
+			log_debug("event=tls-warm version=%x result=failed",
+			    versions[i]);
+		SSL_CTX_free(cctx);
+	}
+	ERR_clear_error();
+}
+
 const char *
 tls_error(char *buf, size_t len)
 {
