@@ -219,16 +219,6 @@ static const struct sb_table sb_roles[ROLE_MAX][SB_TABLES] = {
 };
 /* clang-format on */
 
-/* Not proc_role_names: the sandbox must name a role without proc.c. */
-static const char *const sb_role_names[ROLE_MAX] = {
-	[ROLE_PARENT] = "parent",
-	[ROLE_LISTENER] = "listener",
-	[ROLE_SESSION] = "session",
-	[ROLE_AUTH] = "auth",
-	[ROLE_QUEUE] = "queue",
-	[ROLE_RELAY] = "relay",
-};
-
 static bool sb_debug; /* MSA_SECCOMP_DEBUG, read once at start-up */
 static bool sb_disabled; /* sandbox.seccomp: false */
 
@@ -380,7 +370,7 @@ sandbox_add_abort(scmp_filter_ctx ctx, const char *role)
 static scmp_filter_ctx
 sandbox_build(enum proc_role role, uint32_t deny)
 {
-	const char *name = sb_role_names[role];
+	const char *name = proc_role_names[role];
 	scmp_filter_ctx ctx;
 	size_t t, i;
 	int rc;
@@ -425,7 +415,7 @@ sandbox_enter(enum proc_role role)
 	if ((int)role < 0 || role >= ROLE_MAX)
 		fatalx("event=sandbox_error role=%d hint=\"unknown role\"",
 		    (int)role);
-	name = sb_role_names[role];
+	name = proc_role_names[role];
 	sandbox_no_new_privs();
 	if (role == ROLE_PARENT) {
 		log_debug(
@@ -490,5 +480,5 @@ sandbox_role_name(enum proc_role role)
 {
 	if ((int)role < 0 || role >= ROLE_MAX)
 		return "unknown";
-	return sb_role_names[role];
+	return proc_role_names[role];
 }
