@@ -9,6 +9,7 @@
 #include <sys/resource.h>
 
 #include <grp.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include "msa.h"
@@ -65,7 +66,13 @@ proc_confine(const struct config *cfg, enum proc_role role, const char *dir)
 			fatal("chdir /");
 	}
 	proc_drop_ids(cfg);
-	/* A core dump could hold a password or a message. */
+	/*
+	 * Never outlive the process that forked us: a queue sync worker
+	 * still writing into tmp/ after a restarted queue emptied it would
+	 * leave a stray file.  Set after the id drop, which clears it.
+	 */
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) == -1)
+		fatal("prctl pdeathsig");
 	if (setrlimit(RLIMIT_CORE, &core) == -1)
 		fatal("setrlimit core");
 	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) == -1)
