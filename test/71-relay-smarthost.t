@@ -83,12 +83,7 @@ def daemon(port, tls="starttls", pwfile=right_pw, host=SH_NAME,
 
 
 def submit(m, rcpts, subject):
-    data = t.make_message(frm=SENDER, to=", ".join(rcpts), subject=subject,
-                          body="Body of %s.\n" % subject)
-    r = m.submit(LOGIN, SENDER, rcpts, data)
-    qid = t.queue_id(r)
-    t.ok(r.code == 250 and qid, "%s: accepted (%s)" % (subject, r))
-    return qid
+    return t.submit_subject(m, LOGIN, SENDER, rcpts, subject)
 
 
 def sink_events(s, kind):

@@ -1790,6 +1790,17 @@ def _msa_submit_retry(self, login, sender, rcpts, data, timeout=15,
     return False, last
 
 
+def submit_subject(m, login, sender, rcpts, subject):
+    """Submit a small message identified by its subject and assert it was
+    queued; its queue id (or None)."""
+    data = make_message(frm=sender, to=", ".join(rcpts), subject=subject,
+                        body="Body of %s.\n" % subject)
+    r = m.submit(login, sender, rcpts, data)
+    qid = queue_id(r)
+    ok(r.code == 250 and qid, "%s: accepted (%s)" % (subject, r))
+    return qid
+
+
 Msa.role_pid = _msa_role_pid
 Msa.wait_role = _msa_wait_role
 Msa.child_deaths = _msa_child_deaths
