@@ -761,7 +761,11 @@ queue_remove_files(int queue_fd, const char *id)
 		return errno;
 	if (unlinkat(queue_fd, ename, 0) == -1 && errno != ENOENT)
 		return errno;
-	return spool_fsync_dir(queue_fd);
+	/*
+	 * No fsync of queue/ here: a removal lost in a crash only means the
+	 * message is delivered again.  The caller makes it durable soon.
+	 */
+	return 0;
 }
 
 /* Names in a directory (without . and ..); the caller frees them. */
@@ -1139,6 +1143,13 @@ queue_next_group(const struct queue_env *env, bool by_domain, time_t now,
 #define QUEUE_TMP_MAX 1024 /* uncommitted files in all */
 #define QUEUE_CTL_CHUNK 16384 /* bytes of text per IMSG_CTL_TEXT */
 #define QUEUE_POLL_MAX_MS (60 * 1000) /* re-read the clock at least this often */
+/*
+ * Removals of delivered messages are made durable by the next fsync of
+ * queue/ (a commit batch's), or at the latest this many seconds later: one
+ * fsync per delivered message would halve the rate a queue drains at, and
+ * a removal lost in a crash costs only a second delivery of that message.
+ */
+#define QUEUE_REMOVALS_SYNC_S 1
 #define QUEUE_BOUNCE_RETRY 60 /* seconds before retrying a failed bounce */
 
 struct qmsg {
@@ -1214,6 +1225,7 @@ struct queue {
 	struct qcommit_list waiting; /* for a sync worker */
 	struct qcommit_list prepared; /* for the next batch */
 	uint32_t next_ticket;
+	time_t removals_due; /* fsync queue/ for removals by then; 0: none */
 };
 
 static char *
@@ -1579,9 +1591,27 @@ queue_msg_settle(struct queue *q, struct qmsg *m, time_t now)
 	if ((e = queue_remove_files(q->queue_fd, m->env.id)) != 0) {
 		errno = e;
 		log_warn("event=remove-failed id=%s", m->env.id);
-	} else
+	} else {
 		log_info("event=removed id=%s", m->env.id);
+		if (q->removals_due == 0)
+			q->removals_due = now + QUEUE_REMOVALS_SYNC_S;
+	}
 	queue_msg_free(q, m);
+}
+
+/* Make the removals so far durable (see QUEUE_REMOVALS_SYNC_S). */
+static void
+queue_removals_sync(struct queue *q)
+{
+	int e;
+
+	if (q->removals_due == 0)
+		return;
+	q->removals_due = 0;
+	if ((e = spool_fsync_dir(q->queue_fd)) != 0) {
+		errno = e;
+		log_warn("event=fsync-failed dir=queue");
+	}
 }
 
 /* --- the scheduler --- */
@@ -1666,6 +1696,8 @@ queue_run(struct queue *q)
 		if (m->settle)
 			queue_msg_settle(q, m, now);
 	}
+	if (q->removals_due != 0 && now >= q->removals_due)
+		queue_removals_sync(q);
 	for (m = q->head; m != NULL && q->njobs < queue_concurrency(q);
 	    m = next) {
 		next = m->next;
@@ -1685,6 +1717,8 @@ queue_timeout(const struct queue *q)
 	time_t now = time(NULL), first = now + QUEUE_POLL_MAX_MS / 1000;
 	size_t i;
 
+	if (q->removals_due != 0 && q->removals_due < first)
+		first = q->removals_due;
 	for (m = q->head; m != NULL; m = m->next) {
 		if (m->deleted)
 			continue;
@@ -1972,6 +2006,8 @@ queue_commit_prepared(struct queue *q)
 		}
 		done = queue_commit_batch(q->tmp_fd, q->queue_fd, env, status,
 		    n);
+		if (done > 0) /* its fsync of queue/ covered earlier removals */
+			q->removals_due = 0;
 		log_debug("event=commit-batch messages=%zu committed=%zu "
 			  "waiting=%zu",
 		    n, done, q->waiting.n);
@@ -2488,7 +2524,9 @@ queue_ctl_delete(struct queue *q, struct qctl *c, struct ipc_msg *msg)
 		queue_ctl_end(c, ENOENT);
 		return 0;
 	}
-	if ((e = queue_remove_files(q->queue_fd, id)) != 0) {
+	/* An administrator's deletion is durable before it is confirmed. */
+	if ((e = queue_remove_files(q->queue_fd, id)) != 0 ||
+	    (e = spool_fsync_dir(q->queue_fd)) != 0) {
 		errno = e;
 		log_warn("event=delete-failed id=%s", id);
 		queue_ctl_end(c, e);
@@ -2680,6 +2718,7 @@ queue_flush_all(struct queue *q)
 
 	if (ipc_flush(&q->parent) == -1) {
 		log_info("event=exit reason=parent-gone");
+		queue_removals_sync(q);
 		exit(0);
 	}
 	if (ipc_flush(&q->listener) == -1)
@@ -2727,6 +2766,7 @@ queue_poll_once(struct queue *q)
 		while ((n = ipc_recv(&q->parent, &msg)) != 0) {
 			if (n == -1) {
 				log_info("event=exit reason=parent-gone");
+				queue_removals_sync(q);
 				exit(0);
 			}
 			if (n == 1 && msg.fd != -1)
