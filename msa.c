@@ -6,7 +6,13 @@
  * listener, auth, queue and relay processes and then only supervises
  * them: it restarts a crashed child, forwards reloads on SIGHUP and stops
  * everything on SIGTERM.  It never reads a byte from the network.
+ *
+ * Each child runs in a process group of its own, which everything it
+ * forks inherits (sync workers, verifiers, relay workers, sessions), and
+ * the parent is a child subreaper: what a dead child leaves behind is
+ * reparented here, killed with its group and reaped (see reap_one()).
  */
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -32,6 +38,7 @@ enum child_slot { CHILD_LISTENER, CHILD_AUTH, CHILD_QUEUE, CHILD_RELAY,
 
 struct child {
 	pid_t pid;
+	pid_t pgid; /* its process group (= first pid) until found empty; 0 */
 	struct ipc_chan chan; /* parent <-> child */
 	time_t starts[5]; /* recent start times, for the crash-loop guard */
 };
@@ -202,6 +209,11 @@ child_run(enum child_slot slot, int parent_fd, struct peer_fds *p)
 	(void)signal(SIGHUP, SIG_IGN);
 	(void)signal(SIGCHLD, SIG_DFL);
 	(void)signal(SIGPIPE, SIG_IGN);
+	/*
+	 * Not the terminal's foreground group any more: a log line to a
+	 * terminal set to "stty tostop" must not stop the process.
+	 */
+	(void)signal(SIGTTOU, SIG_IGN);
 	sig_close();
 	if (slot != CHILD_QUEUE)
 		(void)close(control_fd);
@@ -239,6 +251,13 @@ child_start(enum child_slot slot, struct peer_fds *p)
 	case -1:
 		fatal("fork %s", child_names[slot]);
 	case 0:
+		/*
+		 * Its own process group, before it forks or confines
+		 * itself (no sandbox allows setpgid).  The parent sets it
+		 * too, so that it exists whichever of the two runs first.
+		 */
+		if (setpgid(0, 0) == -1)
+			fatal("setpgid %s", child_names[slot]);
 		/* The socketpairs are close-on-exec; close unrelated ends. */
 		(void)close(sv[0]);
 		close_parent_chans_except(CHILD_MAX);
@@ -246,11 +265,15 @@ child_start(enum child_slot slot, struct peer_fds *p)
 	default:
 		break;
 	}
+	/* ESRCH: it already died; reap_one() and group_gone() cope. */
+	if (setpgid(pid, pid) == -1 && errno != ESRCH)
+		log_warn("event=error setpgid child=%s", child_names[slot]);
 	(void)close(sv[1]);
 	if (children[slot].chan.rbuf != NULL) /* the previous instance's */
 		ipc_close(&children[slot].chan);
 	ipc_init(&children[slot].chan, sv[0]);
 	children[slot].pid = pid;
+	children[slot].pgid = pid;
 	memmove(children[slot].starts, children[slot].starts + 1,
 	    sizeof(children[slot].starts) - sizeof(time_t));
 	children[slot].starts[4] = monotime();
@@ -310,41 +333,91 @@ log_child_death(enum child_slot slot, int status)
 	log_warnx("event=child-died child=%s %s", child_names[slot], how);
 }
 
+/* The slot whose running instance is pid, or CHILD_MAX. */
+static enum child_slot
+child_slot_of(pid_t pid)
+{
+	for (int s = 0; s < CHILD_MAX; s++)
+		if (children[s].pid == pid)
+			return (enum child_slot)s;
+	return CHILD_MAX;
+}
+
+/*
+ * Why process groups: PR_SET_PDEATHSIG (proc.c) kills a queue's sync
+ * workers when the queue process dies, but the signal takes effect only
+ * when a worker leaves the system call it is in.  A worker in the middle
+ * of writing tmp/ID.env could finish it after the parent had already
+ * started a new queue process, which empties tmp/ once at start-up: the
+ * file stayed behind, with nobody to rename or remove it.  So the parent
+ * SIGKILLs the whole group of a dead child and starts its successor only
+ * once no member of the old group exists any more (group_gone()): a member
+ * that still exists, even a zombie, is not past its last system call.
+ *
+ * Reap one exited process, selected like waitid(idtype, id), without
+ * blocking: 1 with *pidp and *status set, 0 if none has exited, -1 if
+ * there is nothing to wait for.  When it is one of our children, the rest
+ * of its group is SIGKILLed first, while the unreaped zombie still holds
+ * the group id (so that the id cannot have been reused meanwhile).  Every
+ * other process is an orphaned member of such a group, reparented to us
+ * (subreaper): it has been killed with its group already.
+ */
+static int
+reap_one(idtype_t idtype, pid_t id, pid_t *pidp, int *status)
+{
+	enum child_slot slot;
+	siginfo_t si;
+	pid_t pid;
+
+	memset(&si, 0, sizeof(si));
+	if (waitid(idtype, (id_t)id, &si, WEXITED | WNOHANG | WNOWAIT) == -1)
+		return errno == EINTR ? 0 : -1;
+	if ((pid = si.si_pid) == 0)
+		return 0;
+	if ((slot = child_slot_of(pid)) != CHILD_MAX &&
+	    children[slot].pgid > 0)
+		(void)kill(-children[slot].pgid, SIGKILL);
+	while (waitpid(pid, status, 0) == -1)
+		if (errno != EINTR)
+			return -1;
+	*pidp = pid;
+	return 1;
+}
+
 /*
  * Stop and reap the partner of a lost child before the restart.  If it
  * died on its own meanwhile (killed too, or it exited when it saw the
  * lost one go), log that like any child's death: reaping it silently
  * would hide a crash.  Our own SIGTERM (or the SIGKILL after 5 s) is not
- * logged.
+ * logged.  Its group is killed as it is reaped (reap_one()).
  */
 static void
 stop_partner(enum child_slot slot)
 {
-	pid_t pid = children[slot].pid;
-	int status = 0, i;
-	pid_t r;
+	pid_t pid = children[slot].pid, r;
+	int status = 0, i, got;
 
 	if (pid <= 0)
 		return;
-	children[slot].pid = -1;
-	if (waitpid(pid, &status, WNOHANG) == pid) {
+	if (reap_one(P_PID, pid, &r, &status) == 1) {
+		children[slot].pid = -1;
 		log_child_death(slot, status);
 		return;
 	}
 	(void)kill(pid, SIGTERM);
 	for (i = 0; i < 50; i++) {
-		if ((r = waitpid(pid, &status, WNOHANG)) == pid)
+		if ((got = reap_one(P_PID, pid, &r, &status)) != 0)
 			break;
-		if (r == -1)
-			return;
 		(void)usleep(100 * 1000);
 	}
 	if (i == 50) {
-		(void)kill(pid, SIGKILL);
+		/* Still alive, so its pid still names its group. */
+		(void)kill(-children[slot].pgid, SIGKILL);
 		(void)waitpid(pid, NULL, 0);
-		return;
+		got = 0;
 	}
-	if (WIFSIGNALED(status) && WTERMSIG(status) != SIGTERM)
+	children[slot].pid = -1;
+	if (got == 1 && WIFSIGNALED(status) && WTERMSIG(status) != SIGTERM)
 		log_child_death(slot, status);
 }
 
@@ -368,8 +441,6 @@ restart_queue_relay(void)
 {
 	struct peer_fds p;
 
-	for (int s = CHILD_QUEUE; s <= CHILD_RELAY; s++)
-		stop_partner((enum child_slot)s);
 	peer_fds_init(&p);
 	ipc_socketpair(p.listener_queue);
 	ipc_socketpair(p.queue_relay);
@@ -379,14 +450,6 @@ restart_queue_relay(void)
 	    p.listener_queue[0], NULL, 0);
 	p.listener_queue[0] = -1;
 	peer_fds_close(&p);
-}
-
-static void
-restart_everything(void)
-{
-	for (int s = 0; s < CHILD_MAX; s++)
-		stop_partner((enum child_slot)s);
-	start_all();
 }
 
 /* A child that died five times within a minute is crash-looping. */
@@ -404,6 +467,34 @@ restart_group(enum child_slot slot)
 	return slot == CHILD_RELAY ? CHILD_QUEUE : slot;
 }
 
+/* Does restarting group bring slot back?  The listener's restarts all. */
+static bool
+in_group(enum child_slot group, enum child_slot slot)
+{
+	return group == CHILD_LISTENER || restart_group(slot) == group;
+}
+
+/*
+ * Is every process group of a restart group empty (see reap_one())?
+ * An empty group is forgotten, so its id is never probed again.
+ */
+static bool
+group_gone(enum child_slot group)
+{
+	bool gone = true;
+
+	for (int s = 0; s < CHILD_MAX; s++) {
+		if (!in_group(group, (enum child_slot)s) || children[s].pgid <= 0)
+			continue;
+		if (kill(-children[s].pgid, 0) == -1 && errno == ESRCH)
+			children[s].pgid = 0;
+		else
+			gone = false;
+	}
+	return gone;
+}
+
+/* Start a group again; its old processes are stopped and reaped. */
 static void
 restart_now(enum child_slot group)
 {
@@ -416,7 +507,7 @@ restart_now(enum child_slot group)
 		restart_queue_relay();
 		break;
 	default:
-		restart_everything();
+		start_all();
 		break;
 	}
 }
@@ -424,9 +515,36 @@ restart_now(enum child_slot group)
 /*
  * A crash loop (a full disk, a broken file) is not fixed by spinning, nor
  * by giving up and leaving the mail unserved: wait, then try again.
+ *
+ * Every restart goes through restart_due, even an immediate one: once
+ * due, the group's live processes are stopped (restart_stop()), and the
+ * restart waits until the old process groups are empty, re-checked after
+ * each reaping, for at most GROUP_DRAIN seconds (restart_drain).
  */
 #define RESTART_DELAY 30
+#define GROUP_DRAIN 5
 static time_t restart_due[CHILD_MAX]; /* per restart group; 0 = none */
+static time_t restart_drain[CHILD_MAX]; /* stopped; restart by then */
+
+static void
+restart_schedule(enum child_slot group, time_t due)
+{
+	/* Restarting everything covers whatever else was pending. */
+	if (group == CHILD_LISTENER)
+		for (int g = 0; g < CHILD_MAX; g++)
+			restart_due[g] = restart_drain[g] = 0;
+	restart_due[group] = due;
+}
+
+/* Stop the partners of the lost child; its group was killed when reaped. */
+static void
+restart_stop(enum child_slot group)
+{
+	for (int s = 0; s < CHILD_MAX; s++)
+		if (in_group(group, (enum child_slot)s))
+			stop_partner((enum child_slot)s);
+	restart_drain[group] = monotime() + GROUP_DRAIN;
+}
 
 static void
 child_died(enum child_slot slot, int status)
@@ -438,40 +556,56 @@ child_died(enum child_slot slot, int status)
 		return;
 	log_child_death(slot, status);
 	if (restart_due[group] != 0 || restart_due[CHILD_LISTENER] != 0)
-		return; /* a delayed restart already covers it */
+		return; /* a pending restart already covers it */
 	if (crash_looping(slot)) {
-		restart_due[group] = monotime() + RESTART_DELAY;
+		restart_schedule(group, monotime() + RESTART_DELAY);
 		log_warnx("event=restart-delayed child=%s seconds=%d "
 			  "reason=\"died 5 times in a minute\"",
 		    child_names[slot], RESTART_DELAY);
 		return;
 	}
-	restart_now(group);
+	restart_schedule(group, monotime());
+	restart_stop(group);
 }
 
 static void
-run_delayed_restarts(void)
+run_restarts(void)
 {
 	time_t now = monotime();
 
 	for (int g = 0; g < CHILD_MAX; g++) {
 		if (restart_due[g] == 0 || now < restart_due[g])
 			continue;
-		restart_due[g] = 0;
-		log_info("event=restarting child=%s", child_names[g]);
+		if (restart_drain[g] == 0) { /* a delayed restart */
+			log_info("event=restarting child=%s", child_names[g]);
+			restart_stop((enum child_slot)g);
+		}
+		if (!group_gone((enum child_slot)g)) {
+			if (monotime() < restart_drain[g])
+				continue; /* the next reaping looks again */
+			log_warnx("event=restart-unclean child=%s seconds=%d "
+				  "reason=\"processes of the old group still "
+				  "exist\"",
+			    child_names[g], GROUP_DRAIN);
+		}
+		restart_due[g] = restart_drain[g] = 0;
 		restart_now((enum child_slot)g);
 	}
 }
 
-/* Milliseconds until the next delayed restart, -1 if none. */
+/* Milliseconds until the next restart or drain deadline, -1 if none. */
 static int
 restart_timeout(void)
 {
-	time_t now = monotime(), next = 0;
+	time_t now = monotime(), next = 0, at;
 
-	for (int g = 0; g < CHILD_MAX; g++)
-		if (restart_due[g] != 0 && (next == 0 || restart_due[g] < next))
-			next = restart_due[g];
+	for (int g = 0; g < CHILD_MAX; g++) {
+		if (restart_due[g] == 0)
+			continue;
+		at = restart_drain[g] != 0 ? restart_drain[g] : restart_due[g];
+		if (next == 0 || at < next)
+			next = at;
+	}
 	if (next == 0)
 		return -1;
 	return next <= now ? 0 : (int)(next - now) * 1000;
@@ -480,13 +614,15 @@ restart_timeout(void)
 static void
 reap_children(void)
 {
+	enum child_slot slot;
 	pid_t pid;
 	int status;
 
-	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-		for (int s = 0; s < CHILD_MAX; s++)
-			if (children[s].pid == pid)
-				child_died((enum child_slot)s, status);
+	while (reap_one(P_ALL, 0, &pid, &status) == 1) {
+		if ((slot = child_slot_of(pid)) != CHILD_MAX)
+			child_died(slot, status);
+		else
+			log_debug("event=reaped pid=%ld", (long)pid);
 	}
 }
 
@@ -564,30 +700,47 @@ drain_child(enum child_slot slot)
 	}
 }
 
+static bool
+leaders_alive(void)
+{
+	for (int s = 0; s < CHILD_MAX; s++)
+		if (children[s].pid > 0)
+			return true;
+	return false;
+}
+
+/*
+ * SIGTERM lets each child stop what it forked in order; then nothing of
+ * their groups may outlive the parent (see reap_one()): a sync worker
+ * still writing into tmp/ could leave a stray file behind the next start.
+ */
 static void
 shutdown_children(void)
 {
 	time_t deadline = monotime() + 8;
-	bool alive;
 
 	for (int s = 0; s < CHILD_MAX; s++)
 		kill_child((enum child_slot)s, SIGTERM);
-	do {
-		pid_t pid;
-		int status;
-
-		while ((pid = waitpid(-1, &status, WNOHANG)) > 0)
-			for (int s = 0; s < CHILD_MAX; s++)
-				if (children[s].pid == pid)
-					children[s].pid = -1;
-		alive = false;
-		for (int s = 0; s < CHILD_MAX; s++)
-			alive = alive || children[s].pid > 0;
-		if (alive)
-			(void)usleep(50 * 1000);
-	} while (alive && monotime() < deadline);
+	for (;;) {
+		reap_children(); /* stopping(): no restart */
+		if (!leaders_alive() || monotime() >= deadline)
+			break;
+		(void)usleep(50 * 1000);
+	}
 	for (int s = 0; s < CHILD_MAX; s++)
-		kill_child((enum child_slot)s, SIGKILL);
+		if (children[s].pid > 0) /* alive: its pid names its group */
+			(void)kill(-children[s].pgid, SIGKILL);
+	deadline = monotime() + GROUP_DRAIN;
+	for (;;) {
+		reap_children();
+		if (group_gone(CHILD_LISTENER))
+			return;
+		if (monotime() >= deadline)
+			break;
+		(void)usleep(20 * 1000);
+	}
+	log_warnx("event=shutdown-unclean seconds=%d reason=\"processes of "
+		  "the children's groups still exist\"", GROUP_DRAIN);
 }
 
 static void __attribute__((noreturn))
@@ -618,7 +771,7 @@ parent_loop(void)
 		}
 		if (sig_take(SIGCHLD))
 			reap_children();
-		run_delayed_restarts();
+		run_restarts();
 		if (sig_take(SIGHUP))
 			reload();
 		for (int s = 0; s < CHILD_MAX; s++)
@@ -657,6 +810,9 @@ daemon_main(struct config *cfg)
 		children[s].chan.fd = -1;
 	}
 	install_signals();
+	/* Orphans of a child's group are reparented here, killed, reaped. */
+	if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == -1)
+		fatal("prctl PR_SET_CHILD_SUBREAPER");
 	start_all();
 	for (size_t i = 0; i < cfg->nlisten; i++)
 		log_info("event=listening address=%s tls=%s",

@@ -67,9 +67,13 @@ proc_confine(const struct config *cfg, enum proc_role role, const char *dir)
 	}
 	proc_drop_ids(cfg);
 	/*
-	 * Never outlive the process that forked us: a queue sync worker
-	 * still writing into tmp/ after a restarted queue emptied it would
-	 * leave a stray file.  Set after the id drop, which clears it.
+	 * Never outlive the process that forked us.  The signal acts only
+	 * once the current system call returns, so it does not close the
+	 * race of a queue sync worker still writing into tmp/ after a
+	 * restarted queue emptied it: the parent does, by killing a dead
+	 * child's whole process group and restarting only once the group
+	 * is empty (msa.c, reap_one()).  Set after the id drop, which
+	 * clears it.
 	 */
 	if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) == -1)
 		fatal("prctl pdeathsig");

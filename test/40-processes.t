@@ -1,9 +1,10 @@
 #!/usr/bin/python3
 """Privilege separation: every child (listener, auth, queue, relay, and a
 session) runs as the msa user with no capabilities, NoNewPrivs 1, Seccomp 2
-and a chroot (its root is not /); the parent restarts a killed child and
-service goes on; SIGTERM and SIGINT stop everything with exit 0 within a few
-seconds, even with a session open."""
+and a chroot (its root is not /); each child leads a process group of its
+own, which what it forks (a session) shares; the parent restarts a killed
+child and service goes on; SIGTERM and SIGINT stop everything with exit 0
+within a few seconds, even with a session open."""
 
 import os
 import pwd
@@ -20,6 +21,29 @@ MSA = pwd.getpwnam("msa")
 m = t.Msa(users={"alice": "alice-pw"})
 SPOOL = os.path.realpath(m.spool)
 ROOTS = {SPOOL, os.path.join(SPOOL, "empty")}
+
+
+def pgid(pid):
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return None
+
+
+def leaders():
+    """The parent's children that lead their own process group: the roles.
+    An orphan of a killed child's group is briefly the parent's child too
+    (it is a subreaper), until it reaps it."""
+    return [p for p in m.children() if pgid(p) == p]
+
+
+def group_exists(pgrp):
+    """Any process (a zombie too) left in process group pgrp?"""
+    try:
+        os.killpg(pgrp, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def label(pid):
@@ -65,6 +89,9 @@ t.is_(parent_st.get("Uid", "").split()[:1], ["0"], "the parent runs as root")
 kids = m.children()
 t.cmp_ok(len(kids), ">=", 4, "the parent has at least four children "
          "(listener, auth, queue, relay)")
+t.is_([p for p in kids if pgid(p) != p], [], "each child leads a process "
+      "group of its own")
+t.ok(pgid(m.pid) not in kids, "the parent is in none of them")
 for p in kids:
     t.wait_for(lambda: confined(p) or not t.alive(p), 5)
 t.note("children: " + "; ".join(label(p) for p in kids))
@@ -85,6 +112,9 @@ for p in sessions:
           "the session is chrooted into spool/empty")
 t.is_(t.descendants_of(sessions[0]) if sessions else [], [],
       "the session process has no children")
+lst = m.listener()
+t.ok(sessions and lst and all(pgid(p) == lst for p in sessions),
+     "the session is in the listener's process group")
 s.close()
 m.wait_sessions(0)
 
@@ -113,11 +143,11 @@ def role_of(pid):
 # Each role in turn, found in the live tree each time (killing one child
 # may make the parent restart others too).  Children name themselves
 # (msa-listener, msa-queue, ...); if they do not, kill them by position.
-roles = sorted({role_of(p) for p in m.children()})
-by_name = len(roles) == len(m.children()) and "msa" not in roles
+roles = sorted({role_of(p) for p in leaders()})
+by_name = len(roles) == len(leaders()) and "msa" not in roles
 t.note("roles: %s" % (roles if by_name else "not named; by position"))
 for i in range(len(kids)):
-    now = m.children()
+    now = leaders()
     if by_name:
         pick = [p for p in now if role_of(p) == roles[i]]
     else:
@@ -131,11 +161,13 @@ for i in range(len(kids)):
     n_before = len(now)
     t.kill_quietly(victim)
     t.ok(t.wait_for(lambda: not t.alive(victim), 5), "SIGKILL ends %s" % what)
-    back = t.wait_for(lambda: len(m.children()) >= n_before, 10)
+    t.ok(t.wait_for(lambda: not group_exists(victim), 10), "nothing of the "
+         "process group of %s is left (killed and reaped)" % what)
+    back = t.wait_for(lambda: len(leaders()) >= n_before, 10)
     t.ok(back, "after %s was killed the parent has %d children again" % (
         what, n_before))
     if by_name:
-        t.ok(t.wait_for(lambda: [p for p in m.children()
+        t.ok(t.wait_for(lambda: [p for p in leaders()
                                  if role_of(p) == roles[i]], 5),
              "a new %s is running" % roles[i])
     good, last = service_ok()
@@ -143,7 +175,7 @@ for i in range(len(kids)):
                 "again" % what):
         t.diag("last result: %s" % last)
     t.ok(m.running(), "the parent is still running")
-    for p in set(m.children()) - set(now):
+    for p in set(leaders()) - set(now):
         check_confined(p, "restarted child " + label(p))
 
 # -- SIGTERM and SIGINT ---------------------------------------------------------

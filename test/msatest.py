@@ -1091,8 +1091,20 @@ class Msa:
     # -- processes --------------------------------------------------------
 
     def children(self):
-        """Direct children of the parent (listener, auth, queue, relay)."""
-        return children_of(self.proc.pid) if self.running() else []
+        """The parent's role children (listener, auth, queue, relay): each
+        leads its own process group.  The parent is a subreaper, so an
+        orphaned grandchild (a dying sync worker or verifier of a killed
+        role) can briefly be its direct child too; that one is not."""
+        if not self.running():
+            return []
+        out = []
+        for p in children_of(self.proc.pid):
+            try:
+                if os.getpgid(p) == p:
+                    out.append(p)
+            except ProcessLookupError:
+                pass
+        return out
 
     def descendants(self):
         return descendants_of(self.proc.pid) if self.proc else []
