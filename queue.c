@@ -25,6 +25,7 @@
  */
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 
 #include <dirent.h>
 #include <errno.h>
@@ -1205,8 +1206,10 @@ struct qcommit_list {
 };
 
 struct qsync {
-	struct ipc_chan ch;
+	struct ipc_chan ch; /* fd -1: no worker in this slot */
+	pid_t pid;
 	struct qcommit *busy; /* the commit it prepares, NULL when idle */
+	time_t idle_since;
 };
 
 struct queue {
@@ -1944,21 +1947,41 @@ qcommit_free(struct qcommit *c)
 	free(c);
 }
 
-/* Hand waiting commits to idle workers (sent by queue_flush_all). */
+static int queue_sync_spawn(struct queue *, struct qsync *);
+static void queue_commit_done(struct queue *, struct qcommit *);
+
+/*
+ * Hand waiting commits to idle workers (sent by queue_flush_all), starting
+ * workers as they are needed.  If not even one can be started, the waiting
+ * commits fail (a temporary failure for their clients).
+ */
 static void
 queue_sync_dispatch(struct queue *q)
 {
+	struct qcommit *c;
 	struct qsync *w;
 	size_t i;
+	int e = EAGAIN;
 
 	for (i = 0; i < QUEUE_SYNC_WORKERS && q->waiting.head != NULL; i++) {
 		w = &q->sync[i];
-		if (w->busy != NULL || w->ch.fd == -1)
+		if (w->ch.fd == -1 && (e = queue_sync_spawn(q, w)) != 0)
+			continue;
+		if (w->busy != NULL)
 			continue;
 		w->busy = qcommit_pop(&q->waiting);
 		ipc_compose(&w->ch, IMSG_QUEUE_SYNC, w->busy->ticket, -1,
 		    w->busy->req.data, w->busy->req.len);
 		buf_free(&w->busy->req);
+	}
+	if (q->waiting.head == NULL)
+		return;
+	for (i = 0; i < QUEUE_SYNC_WORKERS; i++)
+		if (q->sync[i].ch.fd != -1)
+			return; /* a busy worker takes them next */
+	while ((c = qcommit_pop(&q->waiting)) != NULL) {
+		c->status = e;
+		queue_commit_done(q, c);
 	}
 }
 
@@ -2074,6 +2097,7 @@ queue_sync_result(struct queue *q, struct qsync *w, const struct ipc_msg *msg)
 	w->busy->status = res.status;
 	qcommit_push(&q->prepared, w->busy);
 	w->busy = NULL;
+	w->idle_since = time(NULL);
 	return 0;
 }
 
@@ -2733,14 +2757,18 @@ queue_flush_all(struct queue *q)
 			queue_ctl_close(&q->ctl[i]);
 }
 
+static time_t queue_sync_retire_at(const struct queue *);
+static void queue_sync_retire(struct queue *, time_t);
+
 static void
 queue_poll_once(struct queue *q)
 {
 	struct pollfd pfd[PFD_MAX];
 	struct ipc_msg msg;
 	const short bad = POLLIN | POLLHUP | POLLERR;
+	time_t retire, now;
 	size_t i;
-	int n;
+	int n, timeout, retire_ms;
 
 	pfd[PFD_PARENT] = (struct pollfd){ q->parent.fd, queue_events(&q->parent), 0 };
 	pfd[PFD_LISTENER] =
@@ -2755,7 +2783,14 @@ queue_poll_once(struct queue *q)
 	for (i = 0; i < QUEUE_SYNC_WORKERS; i++)
 		pfd[PFD_SYNC0 + i] = (struct pollfd){ q->sync[i].ch.fd,
 			queue_events(&q->sync[i].ch), 0 };
-	n = poll(pfd, PFD_MAX, queue_timeout(q));
+	timeout = queue_timeout(q);
+	if ((retire = queue_sync_retire_at(q)) != 0) {
+		now = time(NULL);
+		retire_ms = retire <= now ? 0 : (int)(retire - now) * 1000;
+		if (retire_ms < timeout)
+			timeout = retire_ms;
+	}
+	n = poll(pfd, PFD_MAX, timeout);
 	if (n == -1) {
 		if (errno == EINTR)
 			return;
@@ -2802,6 +2837,7 @@ queue_poll_once(struct queue *q)
 			queue_sync_read(q, &q->sync[i]);
 	queue_commit_prepared(q);
 	queue_sync_dispatch(q);
+	queue_sync_retire(q, time(NULL));
 }
 
 static int
@@ -2816,61 +2852,113 @@ queue_open_dir(const char *path)
 }
 
 /*
- * A sync worker is confined exactly like the queue process and ends when
- * its channel closes (the queue process exited or was killed), once the
- * fsync it may be in returns; it never renames anything into queue/.
+ * Sync workers are forked by the confined queue process when commits wait
+ * and none is idle, so they inherit its chroot, user and seccomp filter;
+ * one idle for QUEUE_SYNC_IDLE_S is retired, so an idle server has none.
+ * A worker ends when its channel closes (the queue process retired it,
+ * exited or was killed), once the fsync it may be in returns; it never
+ * renames anything into queue/.
  */
+#define QUEUE_SYNC_IDLE_S 10
+
 static void __attribute__((noreturn))
-queue_sync_main(struct config *cfg, int fd)
+queue_sync_main(struct queue *q, struct qsync *self, int fd)
 {
 	struct ipc_chan ch;
-	int tmp_fd;
+	size_t i;
 
+	/* Only its own channel and tmp/: EOF on it means "stop". */
+	(void)close(q->parent.fd);
+	(void)close(q->listener.fd);
+	(void)close(q->relay.fd);
+	(void)close(q->control_fd);
+	(void)close(q->queue_fd);
+	for (i = 0; i < QUEUE_CTL_MAX; i++)
+		if (q->ctl[i].active)
+			(void)close(q->ctl[i].ch.fd);
+	for (i = 0; i < QUEUE_SYNC_WORKERS; i++)
+		if (&q->sync[i] != self && q->sync[i].ch.fd != -1)
+			(void)close(q->sync[i].ch.fd);
 	if (signal(SIGINT, SIG_IGN) == SIG_ERR ||
 	    signal(SIGTERM, SIG_IGN) == SIG_ERR ||
 	    signal(SIGHUP, SIG_IGN) == SIG_ERR)
 		fatal("signal");
-	proc_confine(cfg, ROLE_QUEUE, cfg->spool);
 	log_setproc("queue-sync");
-	/* Give back what building the filter dirtied: workers stay small. */
-	(void)malloc_trim(0);
-	tmp_fd = queue_open_dir("/" SPOOL_TMP);
 	ipc_init(&ch, fd);
-	queue_sync_serve(tmp_fd, &ch);
+	queue_sync_serve(q->tmp_fd, &ch);
 }
 
-/* Fork the sync workers; the queue's filter allows no fork later. */
-static void
-queue_sync_start(struct queue *q, const int *inherited, size_t ninherited)
+/* Start a worker in slot w: 0, or an errno (the caller tries later). */
+static int
+queue_sync_spawn(struct queue *q, struct qsync *w)
 {
-	size_t i, j;
+	int sv[2], e;
 	pid_t pid;
-	int sv[2];
+
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) == -1) {
+		e = errno;
+		log_warn("event=sync-worker-failed call=socketpair");
+		return e;
+	}
+	if ((pid = fork()) == -1) {
+		e = errno;
+		log_warn("event=sync-worker-failed call=fork");
+		(void)close(sv[0]);
+		(void)close(sv[1]);
+		return e;
+	}
+	if (pid == 0) {
+		(void)close(sv[0]);
+		queue_sync_main(q, w, sv[1]);
+	}
+	(void)close(sv[1]);
+	ipc_init(&w->ch, sv[0]);
+	w->pid = pid;
+	w->busy = NULL;
+	w->idle_since = time(NULL);
+	log_debug("event=sync-worker-started pid=%ld", (long)pid);
+	return 0;
+}
+
+/* Retire workers idle for QUEUE_SYNC_IDLE_S. */
+static void
+queue_sync_retire(struct queue *q, time_t now)
+{
+	struct qsync *w;
+	size_t i;
 
 	for (i = 0; i < QUEUE_SYNC_WORKERS; i++) {
-		ipc_socketpair(sv);
-		if ((pid = fork()) == -1)
-			fatal("fork sync worker");
-		if (pid == 0) {
-			/* Only its own channel: EOF on it means "queue gone". */
-			for (j = 0; j < ninherited; j++)
-				(void)close(inherited[j]);
-			for (j = 0; j < i; j++)
-				(void)close(q->sync[j].ch.fd);
-			(void)close(sv[0]);
-			queue_sync_main(q->cfg, sv[1]);
-		}
-		(void)close(sv[1]);
-		ipc_init(&q->sync[i].ch, sv[0]);
+		w = &q->sync[i];
+		if (w->ch.fd == -1 || w->busy != NULL ||
+		    now - w->idle_since < QUEUE_SYNC_IDLE_S)
+			continue;
+		ipc_close(&w->ch);
+		/* Idle, it waits on the channel: it exits at once on EOF. */
+		while (waitpid(w->pid, NULL, 0) == -1 && errno == EINTR)
+			;
+		log_debug("event=sync-worker-retired pid=%ld", (long)w->pid);
+		w->pid = 0;
 	}
+}
+
+/* When the next idle worker is due to retire, or 0 if none. */
+static time_t
+queue_sync_retire_at(const struct queue *q)
+{
+	time_t at = 0;
+	size_t i;
+
+	for (i = 0; i < QUEUE_SYNC_WORKERS; i++)
+		if (q->sync[i].ch.fd != -1 && q->sync[i].busy == NULL &&
+		    (at == 0 || q->sync[i].idle_since + QUEUE_SYNC_IDLE_S < at))
+			at = q->sync[i].idle_since + QUEUE_SYNC_IDLE_S;
+	return at;
 }
 
 void
 queue_main(struct config *cfg, int parent_fd, int listener_fd, int relay_fd,
     int control_fd)
 {
-	const int inherited[] = { parent_fd, listener_fd, relay_fd,
-		control_fd };
 	static struct queue q;
 	char prime[QUEUE_ID_LEN + 1];
 	size_t n;
@@ -2887,8 +2975,9 @@ queue_main(struct config *cfg, int parent_fd, int listener_fd, int relay_fd,
 	if ((fl = fcntl(control_fd, F_GETFL)) == -1 ||
 	    fcntl(control_fd, F_SETFL, fl | O_NONBLOCK) == -1)
 		fatal("control socket");
-	queue_sync_start(&q, inherited, sizeof(inherited) / sizeof(inherited[0]));
 	proc_confine(cfg, ROLE_QUEUE, cfg->spool);
+	for (n = 0; n < QUEUE_SYNC_WORKERS; n++)
+		q.sync[n].ch.fd = -1; /* started when commits wait */
 
 	q.queue_fd = queue_open_dir("/" SPOOL_QUEUE);
 	q.tmp_fd = queue_open_dir("/" SPOOL_TMP);

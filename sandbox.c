@@ -134,13 +134,14 @@ static const struct sb_rule sb_session[] = {
 };
 
 /* Forking: plain fork() only; clone3 makes glibc fall back to clone. */
-#define SB_FORK \
+#define SB_FORK_ONLY \
 	ALLOW_IF(clone, SB_MASKED(0, SB_CLONE_DENY, 0)), FAIL(clone3, ENOSYS), \
 	ALLOW(set_robust_list), ALLOW(wait4), ALLOW(waitid), \
 	ALLOW(close_range), \
-	/* own children by pid; no process groups, no -1 */ \
-	ALLOW_IF(kill, SB_MASKED(0, 0x80000000u, 0)), \
 	ALLOW_IF(socketpair, SB_EQ(0, AF_UNIX))
+/* ... and signalling the children: by pid, no process groups, no -1. */
+#define SB_FORK \
+	SB_FORK_ONLY, ALLOW_IF(kill, SB_MASKED(0, 0x80000000u, 0))
 
 /* Accept, fork sessions; the session filter still has to be loadable. */
 static const struct sb_rule sb_listener[] = {
@@ -163,6 +164,8 @@ static const struct sb_rule sb_queue[] = {
 	ALLOW(pwrite64), ALLOW(fstatfs), ALLOW(statfs),
 	/* the control socket: accept and check the peer (SO_PEERCRED) */
 	ALLOW(accept), ALLOW(accept4), ALLOW(getsockopt),
+	/* sync workers are started on demand, retired by closing */
+	SB_FORK_ONLY,
 };
 
 /* Outbound SMTP and DNS (c-ares), per-job workers. */

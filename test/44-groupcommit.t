@@ -3,10 +3,11 @@
 is SIGKILLed at random moments, commits in flight (the parent restarts it
 with the relay); every message acknowledged with 250 is in the spool
 afterwards, data and envelope, body intact, and still is after a full
-restart.  The queue's sync workers are confined like the queue process, run
-in its process group and do not outlive it: the parent kills the group of a
-dead queue process and restarts it only once the group is empty, so no
-worker writes into tmp/ after the next queue process emptied it."""
+restart.  The queue's sync workers are started when commits wait and retired
+when idle, are confined like the queue process, run in its process group and
+do not outlive it: the parent kills the group of a dead queue process and
+restarts it only once the group is empty, so no worker writes into tmp/
+after the next queue process emptied it."""
 
 import os
 import pwd
@@ -25,6 +26,7 @@ ALICE = ("alice", "alice-pw")
 CLIENTS = 8
 KILLS = 4  # a 5th death within a minute delays the restart by 30 s
 PER_SESSION = 10
+SYNC_IDLE = 10  # QUEUE_SYNC_IDLE_S in queue.c
 CLIENT_TIMEOUT = 6  # a commit lost with its queue process is never answered
 MSA_UID = pwd.getpwnam("msa").pw_uid
 
@@ -65,10 +67,17 @@ def workers_of(pid):
 # -- the sync workers --------------------------------------------------------
 qpid = t.wait_for(queue_pid, 10)
 t.ok(qpid, "the queue process is running and confined")
+time.sleep(0.5)
+t.is_(workers_of(qpid) if qpid else None, [],
+      "an idle queue process has no sync worker (they start on demand)")
+first = m.submit(ALICE, "alice@example.org", ["bob@example.net"],
+                 t.make_message(subject="first"))
+t.is_(first.code, 250, "a first message is acknowledged")
 workers = t.wait_for(lambda: [w for w in workers_of(qpid)
                               if t.proc_status(w).get("Seccomp") == "2"]
                      if qpid else [], 5) or []
-t.cmp_ok(len(workers), ">=", 1, "the queue process has sync workers")
+t.cmp_ok(len(workers), ">=", 1, "the queue process has started a sync worker "
+         "for it")
 t.is_(pgid(qpid), qpid, "the queue process leads a process group of its own")
 t.is_([w for w in workers if pgid(w) != qpid], [],
       "its sync workers are in the queue's process group")
@@ -207,6 +216,9 @@ def lingering(timeout=10):
 
 t.is_(lingering(), [], "after the storm no file stays in tmp/ (no stray "
       "temporary envelope or data of a killed queue process)")
+qpid = queue_pid()
+t.ok(qpid and t.wait_for(lambda: not workers_of(qpid), SYNC_IDLE + 10),
+     "idle sync workers are retired after %d s" % SYNC_IDLE)
 
 
 def present(qid, body):

@@ -300,7 +300,7 @@ static const struct forbidden forbidden[] = {
 	{ ROLE_AUTH, "kill()", act_kill },
 	{ ROLE_QUEUE, "socket(AF_INET)", act_socket_inet },
 	{ ROLE_QUEUE, "connect()", act_connect },
-	{ ROLE_QUEUE, "fork()", act_fork },
+	{ ROLE_QUEUE, "clone(CLONE_NEWUSER)", act_clone_newuser },
 	{ ROLE_QUEUE, "execve()", act_execve },
 	{ ROLE_QUEUE, "kill()", act_kill },
 	{ ROLE_QUEUE, "mprotect() to executable", act_mprotect_exec },
