@@ -2103,6 +2103,8 @@ auth_serve(struct config *cfg, int parent_fd, int listener_fd,
 		proc_confine(cfg, ROLE_AUTH, root);
 	/* bcrypt at cost 12 takes a while: do it confined, not as root. */
 	auth_make_dummy(&ap);
+	/* Building the seccomp filter left garbage all over the heap. */
+	(void)malloc_trim(0);
 	log_info("event=auth-ready verifiers=%zu cache=%llds",
 	    auth_pool_alive(ap.pool),
 	    ap.cache != NULL ? (long long)cfg->auth_cache : 0LL);

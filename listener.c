@@ -542,6 +542,13 @@ listener_main(struct config *cfg, int parent_fd, int auth_fd, int queue_fd)
 	    -1)
 		fatalx("spool path too long");
 	proc_confine(cfg, ROLE_LISTENER, path);
+	/*
+	 * Building the seccomp filter freed much into the fast bins: merge
+	 * it now, before any session is forked, not at the first large
+	 * allocation after a fork (the listener's own copy of every page
+	 * that touches would leave the first session holding the old ones).
+	 */
+	(void)malloc_trim(0);
 
 	for (;;) {
 		if (sig_pending(SIGTERM))

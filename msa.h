@@ -1352,6 +1352,15 @@ enum relay_pick relay_pick_slot(const struct relay_slot *slots, size_t n,
     unsigned max_busy, const char *key, size_t *idx);
 /* An IDLE slot whose RELAY_IDLE_SECS have passed at now. */
 bool relay_slot_expired(const struct relay_slot *s, time_t now);
+/*
+ * The relay builds its TLS client context and CA store only when a
+ * delivery may use TLS, before forking the worker, and frees them once no
+ * worker has existed for RELAY_TLS_IDLE_SECS.  relay_tls_release_due()
+ * says when: false (and *last_use = now) while a slot is in use.
+ */
+#define RELAY_TLS_IDLE_SECS 60
+bool relay_tls_release_due(const struct relay_slot *slots, size_t n,
+    time_t *last_use, time_t now);
 
 /* One SMTP reply, fed line by line. */
 #define RELAY_REPLY_MAXLINES 100

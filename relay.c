@@ -7,13 +7,14 @@
  * IMSG_RELAY_RESULT per recipient, then IMSG_RELAY_DONE.  It never sees the
  * spool otherwise.
  *
- * Layout: relay_main() loads what needs files (CA bundle, smarthost
- * password, nameservers), confines itself in <spool>/empty and then forks
- * workers.  A worker does blocking I/O with poll timeouts and reports its
- * results over a socketpair in the usual framing; the main process checks
- * them (a worker talks to the network, so it is trusted less than the
- * queue), forwards them, and makes up TEMPFAIL results for a worker that
- * dies before it has answered for every recipient.
+ * Layout: relay_main() loads what needs files (smarthost password,
+ * nameservers; the CA bundle is only opened, and read when TLS is first
+ * needed: relay_tls_ensure), confines itself in <spool>/empty and then
+ * forks workers.  A worker does blocking I/O with poll timeouts and
+ * reports its results over a socketpair in the usual framing; the main
+ * process checks them (a worker talks to the network, so it is trusted
+ * less than the queue), forwards them, and makes up TEMPFAIL results for
+ * a worker that dies before it has answered for every recipient.
  *
  * Inside a worker, relay_deliver_cached() walks the MX hosts (or the
  * smarthost) and their addresses; one connection is a session (greeting,
@@ -57,6 +58,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <malloc.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -68,6 +70,7 @@
 
 #include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/pem.h>
 #include <openssl/rand.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
@@ -84,6 +87,7 @@
 #define RELAY_IDLE_WAIT_MS (60 * 1000) /* an idle worker without news exits */
 #define RELAY_CLOSE_GRACE 15 /* seconds a retired worker has to QUIT */
 #define RELAY_DEFAULT_CAFILE "/etc/ssl/certs/ca-certificates.crt"
+#define RELAY_CA_MAX (16 * 1024 * 1024) /* largest CA bundle read */
 
 const struct relay_timeouts relay_default_timeouts = {
 	.connect = 30 * 1000,
@@ -543,18 +547,104 @@ relay_client_ctx(char *err, size_t errlen)
 	return ctx;
 }
 
+/* The whole bundle, read through fd from its start (no lseek needed). */
+static int
+relay_read_ca(int fd, struct buf *b, const char *name, char *err,
+    size_t errlen)
+{
+	char chunk[16384];
+	ssize_t n;
+
+	buf_init(b);
+	for (;;) {
+		n = pread(fd, chunk, sizeof(chunk), (off_t)b->len);
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n == -1) {
+			(void)bsnprintf(err, errlen, "cannot read CA bundle %s: %s",
+			    name, strerror(errno));
+			return -1;
+		}
+		if (n == 0)
+			return 0;
+		if (b->len + (size_t)n > RELAY_CA_MAX) {
+			(void)bsnprintf(err, errlen,
+			    "CA bundle %s is larger than %d bytes", name,
+			    RELAY_CA_MAX);
+			return -1;
+		}
+		buf_add(b, chunk, (size_t)n);
+	}
+}
+
+/*
+ * What SSL_CTX_load_verify_file() does (every certificate and CRL of a
+ * PEM file into the store, at least one of them), from a descriptor: the
+ * relay opens the bundle before its chroot and loads it only when a
+ * delivery may use TLS (relay_tls_ensure).
+ */
+static int
+relay_load_ca_fd(SSL_CTX *ctx, int fd, const char *name, char *err,
+    size_t errlen)
+{
+	X509_STORE *store = SSL_CTX_get_cert_store(ctx);
+	STACK_OF(X509_INFO) *infos = NULL;
+	X509_INFO *xi;
+	struct buf pem;
+	BIO *bio = NULL;
+	int i, count = 0, rc = -1;
+
+	ERR_clear_error();
+	if (relay_read_ca(fd, &pem, name, err, errlen) == -1)
+		goto done;
+	if ((bio = BIO_new_mem_buf(pem.data != NULL ? pem.data : "",
+		 (int)pem.len)) == NULL
+	    || (infos = PEM_X509_INFO_read_bio_ex(bio, NULL, NULL, "", NULL,
+		    NULL)) == NULL) {
+		(void)bsnprintf(err, errlen, "cannot load CA bundle %s: %s",
+		    name, ERR_reason_error_string(ERR_get_error()));
+		goto done;
+	}
+	for (i = 0; i < sk_X509_INFO_num(infos); i++) {
+		xi = sk_X509_INFO_value(infos, i);
+		if ((xi->x509 != NULL && !X509_STORE_add_cert(store, xi->x509))
+		    || (xi->crl != NULL && !X509_STORE_add_crl(store, xi->crl))) {
+			(void)bsnprintf(err, errlen,
+			    "cannot load CA bundle %s: %s", name,
+			    ERR_reason_error_string(ERR_get_error()));
+			goto done;
+		}
+		count += (xi->x509 != NULL) + (xi->crl != NULL);
+	}
+	if (count == 0) {
+		(void)bsnprintf(err, errlen,
+		    "cannot load CA bundle %s: no certificate in it", name);
+		goto done;
+	}
+	rc = 0;
+done:
+	sk_X509_INFO_pop_free(infos, X509_INFO_free);
+	BIO_free(bio);
+	buf_free(&pem);
+	ERR_clear_error();
+	return rc;
+}
+
 int
 relay_load_ca(
     struct ssl_ctx_st *ctx, const char *file, char *err, size_t errlen)
 {
+	int fd, rc;
+
 	/* A file is read now; never a hashed directory read lazily. */
-	if (SSL_CTX_load_verify_file(ctx, file) != 1) {
-		(void)bsnprintf(err, errlen, "cannot load CA bundle %s: %s",
-		    file, ERR_reason_error_string(ERR_get_error()));
-		ERR_clear_error();
+	if ((fd = open(file, O_RDONLY | O_CLOEXEC | O_NOCTTY)) == -1) {
+		(void)bsnprintf(err, errlen, "cannot open CA bundle %s: %s",
+		    file, strerror(errno));
 		return -1;
 	}
-	return 0;
+	rc = relay_load_ca_fd(ctx, fd, file, err, errlen);
+	(void)close(fd);
+	return rc;
 }
 
 /* ------------------------------------------------------------------ */
@@ -2112,6 +2202,92 @@ relay_exiting_remove(pid_t pid)
 	return false;
 }
 
+/*
+ * The client context and its CA store (about 1 MB of heap with a system
+ * bundle) exist only while deliveries may use TLS: the relay builds them
+ * just before it forks the first worker of a busy spell (workers inherit
+ * them) and frees them once no worker has been left for
+ * RELAY_TLS_IDLE_SECS.  A relay that can never use TLS (a smarthost with
+ * tls: none) never builds them.  The bundle is opened before the chroot
+ * (relay_tls_open) and read again through that descriptor.
+ */
+static int relay_ca_fd = -1;
+static char relay_ca_name[MAX_PATHLEN];
+static bool relay_tls_possible;
+static time_t relay_tls_last_use; /* a worker last existed */
+
+bool
+relay_tls_release_due(const struct relay_slot *slots, size_t n,
+    time_t *last_use, time_t now)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		if (slots[i].state != RELAY_SLOT_FREE) {
+			*last_use = now;
+			return false;
+		}
+	return now - *last_use >= RELAY_TLS_IDLE_SECS;
+}
+
+static void
+relay_tls_open(const struct config *cfg)
+{
+	const char *cafile = getenv("SSL_CERT_FILE");
+
+	relay_tls_possible = cfg->relay_mode == RELAY_MX
+	    || cfg->smarthost_tls != SMARTHOST_NONE;
+	if (!relay_tls_possible)
+		return;
+	if (cafile == NULL || *cafile == '\0')
+		cafile = RELAY_DEFAULT_CAFILE;
+	strlcpy_msa(relay_ca_name, cafile, sizeof(relay_ca_name));
+	relay_ca_fd = open(cafile, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	if (relay_ca_fd == -1)
+		log_warnx("event=relay_ca_missing reason=\"cannot open CA "
+			  "bundle %s: %s\" effect=\"no certificate can be "
+			  "verified\"",
+		    cafile, strerror(errno));
+}
+
+/* Before a worker is forked: the context, if a delivery may want it. */
+static void
+relay_tls_ensure(struct relay_env *env)
+{
+	char err[512];
+
+	relay_tls_last_use = monotime();
+	if (!relay_tls_possible || env->ssl_ctx != NULL)
+		return;
+	if ((env->ssl_ctx = relay_client_ctx(err, sizeof(err))) == NULL) {
+		log_warnx("event=relay_tls_unavailable reason=\"%s\"", err);
+		return;
+	}
+	if (relay_ca_fd != -1
+	    && relay_load_ca_fd(env->ssl_ctx, relay_ca_fd, relay_ca_name, err,
+		   sizeof(err)) == -1)
+		log_warnx("event=relay_ca_missing reason=\"%s\" "
+			  "effect=\"no certificate can be verified\"",
+		    err);
+	log_debug("event=relay_tls_loaded cafile=%s certs=%d", relay_ca_name,
+	    sk_X509_OBJECT_num(X509_STORE_get0_objects(
+		SSL_CTX_get_cert_store(env->ssl_ctx))));
+}
+
+static void
+relay_tls_idle(struct relay_env *env, time_t now)
+{
+	if (env->ssl_ctx == NULL
+	    || !relay_tls_release_due(relay_slots, relay_nworkers,
+		&relay_tls_last_use, now))
+		return;
+	SSL_CTX_free(env->ssl_ctx);
+	env->ssl_ctx = NULL;
+	/* The store was most of the heap: hand its pages back. */
+	(void)malloc_trim(0);
+	log_debug("event=relay_tls_released idle_secs=%d", RELAY_TLS_IDLE_SECS);
+}
+
 static void
 relay_worker_free(size_t i)
 {
@@ -2241,6 +2417,8 @@ relay_worker_run(const struct relay_env *env, int fd, uint32_t jobno,
 	(void)close(relay_queue.fd);
 	if (relay_parent_fd != -1)
 		(void)close(relay_parent_fd);
+	if (relay_ca_fd != -1)
+		(void)close(relay_ca_fd);
 	dns_reset(); /* never share the parent's resolver state */
 	ipc_init(&ch, fd);
 	rcpts = xcalloc(job.nrcpt, sizeof(*rcpts));
@@ -2496,7 +2674,7 @@ relay_fork_job(const struct relay_env *env, size_t i, const struct ipc_msg *msg,
  * worker unused the longest if there is none).
  */
 static void
-relay_start_job(const struct relay_env *env, const struct ipc_msg *msg)
+relay_start_job(struct relay_env *env, const struct ipc_msg *msg)
 {
 	const struct ipc_rcpt *rcpts;
 	struct ipc_relay_job job;
@@ -2526,9 +2704,11 @@ relay_start_job(const struct relay_env *env, const struct ipc_msg *msg)
 			continue; /* it died while idle: pick again */
 		case RELAY_PICK_EVICT:
 			relay_retire(i, "evicted");
+			relay_tls_ensure(env);
 			relay_fork_job(env, i, msg, &job, rcpts, key);
 			return;
 		case RELAY_PICK_FREE:
+			relay_tls_ensure(env);
 			relay_fork_job(env, i, msg, &job, rcpts, key);
 			return;
 		case RELAY_PICK_NONE:
@@ -2543,7 +2723,7 @@ relay_start_job(const struct relay_env *env, const struct ipc_msg *msg)
 
 /* Busy workers that hang, idle ones past their time, stuck exits. */
 static void
-relay_watchdog(void)
+relay_watchdog(struct relay_env *env)
 {
 	struct relay_worker *w;
 	time_t now = monotime();
@@ -2567,6 +2747,7 @@ relay_watchdog(void)
 			(void)kill(relay_exiting[i].pid, SIGKILL);
 			relay_exiting[i].killed = true;
 		}
+	relay_tls_idle(env, now);
 }
 
 static void relay_shutdown(const char *why) __attribute__((noreturn));
@@ -2587,7 +2768,7 @@ relay_shutdown(const char *why)
 }
 
 static void
-relay_queue_input(const struct relay_env *env)
+relay_queue_input(struct relay_env *env)
 {
 	struct ipc_msg msg;
 	int r;
@@ -2608,7 +2789,7 @@ relay_queue_input(const struct relay_env *env)
 }
 
 static void
-relay_loop(const struct relay_env *env)
+relay_loop(struct relay_env *env)
 {
 	struct pollfd *pfd;
 	struct relay_worker *w;
@@ -2660,7 +2841,7 @@ relay_loop(const struct relay_env *env)
 		if (pfd[0].revents & (POLLIN | POLLHUP | POLLERR))
 			relay_queue_input(env);
 		relay_reap();
-		relay_watchdog();
+		relay_watchdog(env);
 		if (ipc_flush(&relay_queue) == -1)
 			relay_shutdown("queue-gone");
 	}
@@ -2703,24 +2884,6 @@ relay_tls_prime(void)
 		fatalx("OpenSSL initialisation failed");
 }
 
-static void
-relay_setup_tls(struct relay_env *env)
-{
-	const char *cafile = getenv("SSL_CERT_FILE");
-	char err[512];
-
-	if (cafile == NULL || *cafile == '\0')
-		cafile = RELAY_DEFAULT_CAFILE;
-	if ((env->ssl_ctx = relay_client_ctx(err, sizeof(err))) == NULL) {
-		log_warnx("event=relay_tls_unavailable reason=\"%s\"", err);
-		return;
-	}
-	if (relay_load_ca(env->ssl_ctx, cafile, err, sizeof(err)) == -1)
-		log_warnx("event=relay_ca_missing reason=\"%s\" "
-			  "effect=\"no certificate can be verified\"",
-		    err);
-}
-
 void
 relay_main(struct config *cfg, int parent_fd, int queue_fd)
 {
@@ -2746,7 +2909,7 @@ relay_main(struct config *cfg, int parent_fd, int queue_fd)
 	    && cfg->smarthost_username[0] != '\0')
 		log_warnx("event=smarthost_auth_in_clear host=%s",
 		    cfg->smarthost_host);
-	relay_setup_tls(&env);
+	relay_tls_open(cfg);
 
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = SIG_IGN;
@@ -2772,6 +2935,8 @@ relay_main(struct config *cfg, int parent_fd, int queue_fd)
 	    == -1)
 		fatalx("spool path too long");
 	proc_confine(cfg, ROLE_RELAY, root);
+	/* Building the seccomp filter left garbage all over the heap. */
+	(void)malloc_trim(0);
 	log_info("event=relay_ready mode=%s concurrency=%u idle_secs=%d",
 	    cfg->relay_mode == RELAY_SMARTHOST ? "smarthost" : "mx",
 	    relay_max_busy, RELAY_IDLE_SECS);

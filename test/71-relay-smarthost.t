@@ -7,7 +7,6 @@
 import os
 import re
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import msatest as t  # noqa: E402
@@ -18,12 +17,7 @@ SH_USER = "relay@provider.example"
 SH_PASS = "c0rrect-h0rse-battery"
 SH_NAME = "smarthost.test"
 
-work = tempfile.mkdtemp(prefix="msatest-smarthost-")
-os.chmod(work, 0o755)
-t._tmpdirs.append(work)
-
-ca = t.make_ca(work, "ca", "msatest smarthost CA")
-good = t.make_signed_cert(work, ca, "good", dns=(SH_NAME,), ips=())
+work, ca, good = t.smarthost_pki("smarthost", SH_NAME)
 wrong = t.make_signed_cert(work, ca, "wrong", dns=("wrong.example",), ips=())
 other_ca = t.make_ca(work, "otherca", "msatest unknown CA")
 unknown = t.make_signed_cert(work, other_ca, "unknown", dns=(SH_NAME,),
@@ -37,8 +31,6 @@ p = t.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
 if p.returncode != 0:
     t.bail_out("openssl: %s" % p.stderr)
 
-# The daemon's relay loads this bundle before its sandbox (TRAPS.md).
-os.environ["SSL_CERT_FILE"] = ca[0]
 
 
 def secret_file(name, text):

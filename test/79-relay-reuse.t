@@ -7,7 +7,6 @@
 # per recipient domain.
 import os
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -20,12 +19,7 @@ SH_PASS = "c0rrect-h0rse-battery"
 SH_NAME = "smarthost.test"
 IDLE_SECS = 5  # RELAY_IDLE_SECS in msa.h
 
-work = tempfile.mkdtemp(prefix="msatest-reuse-")
-os.chmod(work, 0o755)
-t._tmpdirs.append(work)
-ca = t.make_ca(work, "ca", "msatest reuse CA")
-good = t.make_signed_cert(work, ca, "good", dns=(SH_NAME,), ips=())
-os.environ["SSL_CERT_FILE"] = ca[0]
+work, ca, good = t.smarthost_pki("reuse", SH_NAME)
 pwfile = os.path.join(work, "smarthost.secret")
 with open(pwfile, "w") as f:
     f.write(SH_PASS + "\n")

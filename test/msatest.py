@@ -376,6 +376,20 @@ def make_cert(directory, name="server", cn="localhost"):
     return cert, key
 
 
+def smarthost_pki(tag, name):
+    """A scratch directory (removed at exit, readable by the msa user) with
+    a CA and a certificate for name signed by it.  The CA becomes
+    SSL_CERT_FILE, the bundle the daemon's relay opens before its sandbox
+    (TRAPS.md).  Returns (directory, ca, (cert, key))."""
+    work = tempfile.mkdtemp(prefix="msatest-%s-" % tag)
+    os.chmod(work, 0o755)
+    _tmpdirs.append(work)
+    ca = make_ca(work, "ca", "msatest %s CA" % tag)
+    cert = make_signed_cert(work, ca, "good", dns=(name,), ips=())
+    os.environ["SSL_CERT_FILE"] = ca[0]
+    return work, ca, cert
+
+
 _cert_cache = {}
 
 
