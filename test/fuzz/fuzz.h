@@ -49,6 +49,16 @@ fuzz_quiet(void)
 	log_init(LOG_LVL_ERROR, false, "fuzz");
 }
 
+/* LLVMFuzzerInitialize of a target whose only set-up is quiet logging. */
+#define FUZZ_INIT_QUIET                                                 \
+	int LLVMFuzzerInitialize(int *argc, char ***argv)               \
+	{                                                               \
+		(void)argc;                                             \
+		(void)argv;                                             \
+		fuzz_quiet();                                           \
+		return 0;                                               \
+	}
+
 /*
  * A heap copy of the input with exactly len bytes plus a NUL, so that
  * ASan sees any read past the end of what a parser was given.

@@ -19,14 +19,7 @@
 
 #define QUAL "@example.org"
 
-int
-LLVMFuzzerInitialize(int *argc, char ***argv)
-{
-	(void)argc;
-	(void)argv;
-	fuzz_quiet();
-	return 0;
-}
+FUZZ_INIT_QUIET
 
 static void
 fuzz_path(const char *arg, size_t outlen)

@@ -29,14 +29,7 @@
 #define DOMAIN "example.org"
 #define PORT 2525
 
-int
-LLVMFuzzerInitialize(int *argc, char ***argv)
-{
-	(void)argc;
-	(void)argv;
-	fuzz_quiet();
-	return 0;
-}
+FUZZ_INIT_QUIET
 
 static void
 check_host(const char *h)

@@ -23,14 +23,7 @@
 #define DOMAIN "example.org"
 #define MAXSIZE (25 * 1024 * 1024)
 
-int
-LLVMFuzzerInitialize(int *argc, char ***argv)
-{
-	(void)argc;
-	(void)argv;
-	fuzz_quiet();
-	return 0;
-}
+FUZZ_INIT_QUIET
 
 static bool
 reply_ok(int code, const char *reply, const int *allowed)

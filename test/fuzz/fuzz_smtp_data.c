@@ -28,14 +28,7 @@ struct sink {
 	bool hdr_refuse, body_refuse;
 };
 
-int
-LLVMFuzzerInitialize(int *argc, char ***argv)
-{
-	(void)argc;
-	(void)argv;
-	fuzz_quiet();
-	return 0;
-}
+FUZZ_INIT_QUIET
 
 static int
 sink_header(void *arg, const char *p, size_t len)
