@@ -313,16 +313,16 @@ test_grouping(void)
 	queue_env_free(&env);
 }
 
-/* A committed message as a session would make it. */
-static int
-commit_message(struct spool *s, const char *body, uint64_t size,
+/* A message as a session leaves it in tmp/, and its envelope. */
+static void
+stage_message(struct spool *s, const char *body, uint64_t size,
     struct queue_env *env)
 {
 	int fd, e;
 
 	queue_env_init(env);
 	if ((e = queue_tmp_create(s->tmp_fd, s->queue_fd, env->id, &fd)) != 0)
-		return e;
+		fatalx("queue_tmp_create: %s", strerror(e));
 	if (write_all(fd, body, strlen(body)) == -1)
 		fatal("write");
 	(void)close(fd);
@@ -330,6 +330,14 @@ commit_message(struct spool *s, const char *body, uint64_t size,
 	strlcpy_msa(env->sender, "alice@example.org", sizeof(env->sender));
 	env->size = size;
 	queue_env_add_rcpt(env, "bob@example.com");
+}
+
+/* A committed message as a session would make it. */
+static int
+commit_message(struct spool *s, const char *body, uint64_t size,
+    struct queue_env *env)
+{
+	stage_message(s, body, size, env);
 	return queue_commit_files(s->tmp_fd, s->queue_fd, env);
 }
 
@@ -378,25 +386,6 @@ test_commit(void)
 	    "commit: a refused message leaves nothing behind");
 	queue_env_free(&env);
 	spool_destroy(&s);
-}
-
-/* A message as a session leaves it in tmp/, and its envelope. */
-static void
-stage_message(struct spool *s, const char *body, uint64_t size,
-    struct queue_env *env)
-{
-	int fd, e;
-
-	queue_env_init(env);
-	if ((e = queue_tmp_create(s->tmp_fd, s->queue_fd, env->id, &fd)) != 0)
-		fatalx("queue_tmp_create: %s", strerror(e));
-	if (write_all(fd, body, strlen(body)) == -1)
-		fatal("write");
-	(void)close(fd);
-	env->created = 1732900000;
-	strlcpy_msa(env->sender, "alice@example.org", sizeof(env->sender));
-	env->size = size;
-	queue_env_add_rcpt(env, "bob@example.com");
 }
 
 /* Are queue/ID.data (with body) and queue/ID.env (loadable) there? */

@@ -380,27 +380,56 @@ child_wait_confined(void *arg)
 	return 0;
 }
 
+/*
+ * Fork a child confined as role that waits for a byte on p->go: its pid
+ * (*ready: it said it is confined), or -1 with a failed test if there are
+ * no pipes or no child.
+ */
+static pid_t
+start_confined(struct pipes *p, enum proc_role role, bool *ready)
+{
+	pid_t pid;
+	char c;
+
+	p->role = role;
+	if (pipe(p->ready) == -1 || pipe(p->go) == -1) {
+		ok(0, "pipes");
+		return -1;
+	}
+	fflush(stdout);
+	if ((pid = fork()) == 0)
+		_exit(child_wait_confined(p));
+	if (pid == -1) {
+		ok(0, "fork");
+		return -1;
+	}
+	*ready = read(p->ready[0], &c, 1) == 1;
+	return pid;
+}
+
+static void
+close_pipes(struct pipes *p)
+{
+	close(p->ready[0]);
+	close(p->ready[1]);
+	close(p->go[0]);
+	close(p->go[1]);
+}
+
 /* /proc/PID/status of a confined child while it runs. */
 static void
 test_proc_status(enum proc_role role)
 {
 	const char *what = sandbox_role_name(role);
 	struct pipes p;
-	char st[8192], c;
+	char st[8192];
 	pid_t pid;
 	int status;
 	bool have;
 
-	p.role = role;
-	if (pipe(p.ready) == -1 || pipe(p.go) == -1) {
-		ok(0, "pipes");
+	if ((pid = start_confined(&p, role, &have)) == -1)
 		return;
-	}
-	fflush(stdout);
-	if ((pid = fork()) == 0)
-		_exit(child_wait_confined(&p));
-	have = pid > 0 && read(p.ready[0], &c, 1) == 1
-	    && proc_status(pid, st, sizeof(st));
+	have = have && proc_status(pid, st, sizeof(st));
 	ok(have && strstr(st, "\nSeccomp:\t2\n") != NULL,
 	    "%s: /proc status shows \"Seccomp: 2\" while it runs", what);
 	ok(have && strstr(st, "\nNoNewPrivs:\t1\n") != NULL,
@@ -408,14 +437,10 @@ test_proc_status(enum proc_role role)
 	if (write(p.go[1], "g", 1) != 1)
 		(void)kill(pid, SIGKILL);
 	status = -1;
-	if (pid > 0)
-		(void)waitpid(pid, &status, 0);
+	(void)waitpid(pid, &status, 0);
 	ok(exited(status, 0), "%s: the confined child then exits normally",
 	    what);
-	close(p.ready[0]);
-	close(p.ready[1]);
-	close(p.go[0]);
-	close(p.go[1]);
+	close_pipes(&p);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1083,21 +1108,14 @@ test_hook(enum proc_role role)
 {
 	struct pipes p;
 	int status = -1;
-	char c;
 	pid_t pid;
+	bool ready;
 
-	p.role = role;
-	if (pipe(p.ready) == -1 || pipe(p.go) == -1) {
-		ok(0, "pipes");
+	if ((pid = start_confined(&p, role, &ready)) == -1)
 		return;
-	}
-	fflush(stdout);
-	if ((pid = fork()) == 0)
-		_exit(child_wait_confined(&p));
-	if (pid > 0 && read(p.ready[0], &c, 1) == 1)
+	if (ready)
 		(void)kill(pid, SIGUSR2);
-	if (pid > 0)
-		(void)waitpid(pid, &status, 0);
+	(void)waitpid(pid, &status, 0);
 #ifdef MSA_TEST_HOOKS
 	if (!ok(killed_by_sigsys(status),
 		"%s: the test build's SIGUSR2 trigger makes a forbidden call "
@@ -1111,10 +1129,7 @@ test_hook(enum proc_role role)
 		sandbox_role_name(role)))
 		diag_status(status);
 #endif
-	close(p.ready[0]);
-	close(p.ready[1]);
-	close(p.go[0]);
-	close(p.go[1]);
+	close_pipes(&p);
 }
 
 /* MSA_SECCOMP_DEBUG is read at start-up: re-run this binary with it. */
