@@ -60,19 +60,6 @@ def with_subject(sink, subject):
             if t.header_values(x["data"], "Subject") == [subject]]
 
 
-def dsns_about(sink, subject):
-    """DSNs at sink whose returned headers carry Subject: subject."""
-    out = []
-    for x in sink.received():
-        d = t.Dsn(x["data"])
-        h = d.part("text/rfc822-headers") or b""
-        if re.search(rb"(?m)^Subject: " + re.escape(subject.encode()) +
-                     rb"\r?$", h):
-            d.envelope = x
-            out.append(d)
-    return out
-
-
 def rcpt_events(sink, addr):
     return [e for e in sink.events()
             if e.get("event") == "rcpt" and e.get("address") == addr]
@@ -109,7 +96,7 @@ t.is_(len(rcpt_events(retry, "later@retry.example")), 2,
 t.ok(t.log_events(m.log(), "delivery", id=q_later, status="sent"),
      "log: event=delivery status=sent for it")
 t.ok(q_later not in m.queued(), "451 then 250: gone from the queue")
-t.is_(dsns_about(home, "later then ok"), [], "451 then 250: no bounce")
+t.is_(t.dsns_about(home, "later then ok"), [], "451 then 250: no bounce")
 
 # --- 250 and 452 in one transaction: only the deferred one is retried ----
 t.ok(t.wait_for(lambda: len(with_subject(retry, "half later")) >= 2, 10),
@@ -128,7 +115,7 @@ t.ok(t.log_events(m.log(), "rcpt-deferred", id=q_half,
 t.is_(t.log_events(m.log(), "rcpt-deferred", id=q_half,
                    to="now@retry.example"), [],
       "250+452: no deferral logged for the accepted one")
-t.is_(dsns_about(home, "half later"), [], "250+452: no bounce")
+t.is_(t.dsns_about(home, "half later"), [], "250+452: no bounce")
 
 # --- 451 after the data, 250 later: delivered once to both ---------------
 t.ok(t.wait_for(lambda: with_subject(datasink, "data later"), 10),
@@ -141,7 +128,7 @@ t.is_(sorted(got[0]["rcpt_tos"]) if got else None,
       "451 after DATA: both recipients, still in one transaction")
 t.is_(len([e for e in datasink.events() if e.get("event") == "data"]), 2,
       "451 after DATA: two DATA in all (refused, then accepted)")
-t.is_(dsns_about(home, "data later"), [], "451 after DATA: no bounce")
+t.is_(t.dsns_about(home, "data later"), [], "451 after DATA: no bounce")
 
 # --- 250 and 550 in one transaction --------------------------------------
 for subject, sink, dom, qid in (("mixed serial", retry, "retry.example",
@@ -154,10 +141,10 @@ for subject, sink, dom, qid in (("mixed serial", retry, "retry.example",
           "%s: only the accepted recipient in the envelope" % subject)
     t.is_(len(rcpt_events(sink, "bad@" + dom)), 1,
           "%s: the refused recipient is not retried" % subject)
-    t.ok(t.wait_for(lambda: dsns_about(home, subject), 10),
+    t.ok(t.wait_for(lambda: t.dsns_about(home, subject), 10),
          "%s: a DSN reaches the sender" % subject)
     time.sleep(0.5)
-    ds = dsns_about(home, subject)
+    ds = t.dsns_about(home, subject)
     t.is_(len(ds), 1, "%s: exactly one DSN" % subject)
     if not ds:
         continue
@@ -197,9 +184,9 @@ elapsed = time.monotonic() - t0
 t.cmp_ok(elapsed, ">=", 5.0, "give_up: not before give_up (6s) was reached")
 t.cmp_ok(len(rcpt_events(retry, "slow@retry.example")), ">=", 3,
          "give_up: it was retried with backoff before (>= 3 attempts)")
-t.ok(t.wait_for(lambda: dsns_about(home, "give up"), 10),
+t.ok(t.wait_for(lambda: t.dsns_about(home, "give up"), 10),
      "give_up: a DSN reaches the sender")
-ds = dsns_about(home, "give up")
+ds = t.dsns_about(home, "give up")
 t.is_(len(ds), 1, "give_up: exactly one DSN")
 if ds:
     d = ds[0]

@@ -53,23 +53,11 @@ def submit(rcpts, subject, sender=SENDER, frm=SENDER, body=None):
     return qid
 
 
-def dsns_about(subject):
-    out = []
-    for x in home.received():
-        d = t.Dsn(x["data"])
-        h = d.part("text/rfc822-headers") or b""
-        if re.search(rb"(?m)^Subject: " + re.escape(subject.encode()) +
-                     rb"\r?$", h):
-            d.envelope = x
-            out.append(d)
-    return out
-
-
 def one_dsn(subject):
-    t.ok(t.wait_for(lambda: dsns_about(subject), 15),
+    t.ok(t.wait_for(lambda: t.dsns_about(home, subject), 15),
          "%s: a DSN reaches the sender" % subject)
     time.sleep(0.5)
-    ds = dsns_about(subject)
+    ds = t.dsns_about(home, subject)
     t.is_(len(ds), 1, "%s: exactly one DSN" % subject)
     return ds[0] if ds else None
 

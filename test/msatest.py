@@ -1696,6 +1696,20 @@ class Dsn:
         return None
 
 
+def dsns_about(sink, subject):
+    """DSNs received by sink (a Sink) whose returned headers carry
+    Subject: subject; each has .envelope, the sink's record of it."""
+    out = []
+    for x in sink.received():
+        d = Dsn(x["data"])
+        h = d.part("text/rfc822-headers") or b""
+        if re.search(rb"(?m)^Subject: " + re.escape(subject.encode()) +
+                     rb"\r?$", h):
+            d.envelope = x
+            out.append(d)
+    return out
+
+
 # ---------------------------------------------------------------------------
 # Fault injection (80-sigsys.t ... 84-garbage.t)
 
