@@ -21,14 +21,7 @@ LIBSRCS	= $(filter-out msa.c,$(SRCS))
 OBJS	= $(SRCS:%.c=$(BUILD)/%.o)
 LIBOBJS	= $(LIBSRCS:%.c=$(BUILD)/%.o)
 
-WARN	= -Wall -Wextra -Werror -Wshadow -Wpointer-arith -Wstrict-prototypes \
-	  -Wmissing-prototypes -Wformat=2 -Wno-unused-parameter
-HARDEN	= -fstack-protector-strong -fstack-clash-protection -fcf-protection \
-	  -D_FORTIFY_SOURCE=2 -fPIE
-OPT	?= -O2 -g
-CFLAGS	?=
-CFLAGS	+= -std=c17 -D_GNU_SOURCE $(OPT) $(WARN) $(HARDEN) $(EXTRA_CFLAGS)
-LDFLAGS	+= -pie -Wl,-z,relro,-z,now -Wl,-z,noexecstack $(EXTRA_LDFLAGS)
+include flags.mk
 LIBS	= -lssl -lcrypto -lcrypt -lyaml -lseccomp -lcares
 
 UNIT_SRCS = $(wildcard test/unit_*.c)
