@@ -1711,17 +1711,24 @@ queue_run(struct queue *q)
 	}
 }
 
-/* Milliseconds until the next recipient or bounce is due. */
+static time_t queue_sync_retire_at(const struct queue *);
+
+/*
+ * Milliseconds until the next recipient or bounce is due, or removals are
+ * to be made durable, or an idle sync worker is to be retired.
+ */
 static int
 queue_timeout(const struct queue *q)
 {
 	const struct qmsg *m;
 	const struct queue_rcpt *r;
-	time_t now = time(NULL), first = now + QUEUE_POLL_MAX_MS / 1000;
+	time_t now = time(NULL), first = now + QUEUE_POLL_MAX_MS / 1000, retire;
 	size_t i;
 
 	if (q->removals_due != 0 && q->removals_due < first)
 		first = q->removals_due;
+	if ((retire = queue_sync_retire_at(q)) != 0 && retire < first)
+		first = retire;
 	for (m = q->head; m != NULL; m = m->next) {
 		if (m->deleted)
 			continue;
@@ -2757,7 +2764,6 @@ queue_flush_all(struct queue *q)
 			queue_ctl_close(&q->ctl[i]);
 }
 
-static time_t queue_sync_retire_at(const struct queue *);
 static void queue_sync_retire(struct queue *, time_t);
 
 static void
@@ -2766,9 +2772,8 @@ queue_poll_once(struct queue *q)
 	struct pollfd pfd[PFD_MAX];
 	struct ipc_msg msg;
 	const short bad = POLLIN | POLLHUP | POLLERR;
-	time_t retire, now;
 	size_t i;
-	int n, timeout, retire_ms;
+	int n;
 
 	pfd[PFD_PARENT] = (struct pollfd){ q->parent.fd, queue_events(&q->parent), 0 };
 	pfd[PFD_LISTENER] =
@@ -2783,14 +2788,7 @@ queue_poll_once(struct queue *q)
 	for (i = 0; i < QUEUE_SYNC_WORKERS; i++)
 		pfd[PFD_SYNC0 + i] = (struct pollfd){ q->sync[i].ch.fd,
 			queue_events(&q->sync[i].ch), 0 };
-	timeout = queue_timeout(q);
-	if ((retire = queue_sync_retire_at(q)) != 0) {
-		now = time(NULL);
-		retire_ms = retire <= now ? 0 : (int)(retire - now) * 1000;
-		if (retire_ms < timeout)
-			timeout = retire_ms;
-	}
-	n = poll(pfd, PFD_MAX, timeout);
+	n = poll(pfd, PFD_MAX, queue_timeout(q));
 	if (n == -1) {
 		if (errno == EINTR)
 			return;
